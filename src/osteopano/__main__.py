@@ -1,0 +1,3 @@
+from osteopano.cli import main
+
+main()

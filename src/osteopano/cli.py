@@ -1,0 +1,49 @@
+"""The ``osteopano`` command line.
+
+Each command lives in its own module under ``osteopano.commands`` and exposes a
+function named ``command``; heavy imports (torch, timm) happen inside the
+commands, so ``osteopano --help`` stays fast and the ONNX-only install works.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from osteopano.errors import OsteopanoError
+
+app = typer.Typer(
+    name="osteopano",
+    help="Screen dental panoramic radiographs for signs of osteoporosis. "
+    "A screening aid for referral to DXA, not a diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Order is the order shown by --help.
+COMMANDS = ["synth", "inspect", "train", "evaluate", "measure", "predict", "export", "serve"]
+
+for _name in COMMANDS:
+    try:
+        _module = importlib.import_module(f"osteopano.commands.{_name}")
+    except ModuleNotFoundError as exc:  # command not written yet
+        if exc.name == f"osteopano.commands.{_name}":
+            continue
+        raise
+    app.command(_name)(_module.command)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except OsteopanoError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
