@@ -23,6 +23,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+@app.callback()
+def _root() -> None:
+    """Keep `osteopano` a command group even while only one command is registered."""
+
+
 # Order is the order shown by --help.
 COMMANDS = ["synth", "inspect", "train", "evaluate", "measure", "predict", "export", "serve"]
 

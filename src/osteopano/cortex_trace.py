@@ -1,0 +1,265 @@
+"""Low-level image analysis behind :mod:`osteopano.cortex`: tracing the inferior border of
+the mandible, reading the cortical band from intensity profiles along the border normals,
+and finding the measurement site.
+
+Everything here works in physical units: a radiograph is first resampled to a coarse
+working grid (``WORK_MM`` mm per pixel) for the border trace, and the cortical band is then
+read at the full input resolution from profiles sampled every ``PROFILE_STEP_MM`` mm along
+the border normals. Coordinates returned are ``(x, y)`` pixel coordinates of the input image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+WORK_MM = 0.5             # working grid of the border trace (mm per pixel)
+EDGE_SIGMA_MM = 1.0       # smoothing before the vertical gradient
+MIDLINE_EXCLUDE_MM = 14.0  # half-width of the midline zone left out (spine ghost, chin soft tissue)
+TRACE_OUTER_MM = 80.0     # trace from the midline zone out to this distance (mandibular body)
+ROW_RANGE = (0.55, 0.985)  # fraction of the height searched for the inferior border
+EDGE_SATURATION = 0.5     # edge strength (fraction of the image's 99.5th percentile) counted as full
+DEPTH_BONUS = 0.3         # DP reward for lying low in the searched rows (0 at the top, this at the bottom)
+MAX_SLOPE = 2             # DP: at most this many working rows per working column
+SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
+BORDER_STEP_MM = 0.5      # spacing of the border polyline points used for profiles
+PROFILE_RANGE_MM = (-3.0, 10.0)  # profile extent along the normal (negative = below the border)
+PROFILE_STEP_MM = 0.05
+PROFILE_SIGMA_MM = 0.12   # smoothing of each profile
+OUTER_SEARCH_MM = 1.6     # the outer (periosteal) edge is searched within this of the traced border
+EDGE_MAX_STEP_MM = 0.4    # band edges move at most this between neighbouring border points
+EDGE_PENALTY = 0.003      # per squared profile sample of edge movement
+MIN_WIDTH_MM, MAX_WIDTH_MM = 0.5, 9.0  # a cortical band outside this is not accepted
+
+
+@dataclass
+class Trace:
+    """The traced inferior border of one side, in input-image pixel coordinates."""
+
+    xy: np.ndarray          # (N, 2) float, ordered from the midline outwards
+    normals: np.ndarray     # (N, 2) unit vectors into the bone
+    arc_mm: np.ndarray      # (N,) arc length from the inner end, mm
+    edge_strength: float    # mean normalised edge strength along the path (0..1)
+
+
+@dataclass
+class Band:
+    """The cortical band read from the profiles along one traced border."""
+
+    outer_t: np.ndarray     # (N,) periosteal edge offset along the normal from the trace, mm (nan = none)
+    inner_t: np.ndarray     # (N,) endosteal edge offset, mm (nan = none)
+    contrast: np.ndarray    # (N,) cortex minus background level, in image units
+    porosity: np.ndarray    # (N,) fraction of the band's samples darker than the endosteal half level
+
+    @property
+    def width_mm(self) -> np.ndarray:
+        return self.inner_t - self.outer_t
+
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """Stretch to the 1st-99th percentile window so thresholds mean the same on every image."""
+    lo, hi = np.percentile(pixels, [1.0, 99.0])
+    return np.clip((pixels - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
+    """Minimum-cost path through ``cost`` (rows x columns), one row per column, the row changing by
+    at most ``max_step`` between neighbouring columns at ``penalty`` per squared step."""
+    n_rows, n_cols = cost.shape
+    acc = cost[:, 0].copy()
+    back = np.zeros((n_rows, n_cols), dtype=np.int16)
+    offsets = np.arange(-max_step, max_step + 1)
+    rows = np.arange(n_rows)
+    for j in range(1, n_cols):
+        cands = np.full((offsets.size, n_rows), np.inf)
+        for k, d in enumerate(offsets):
+            src = rows + d
+            ok = (src >= 0) & (src < n_rows)
+            cands[k, ok] = acc[src[ok]] + penalty * d * d
+        best = np.argmin(cands, axis=0)
+        acc = cands[best, rows] + cost[:, j]
+        back[:, j] = offsets[best]
+    path = np.empty(n_cols, dtype=np.int64)
+    path[-1] = int(np.argmin(acc))
+    for j in range(n_cols - 1, 0, -1):
+        path[j - 1] = path[j] + back[path[j], j]
+    return path
+
+
+def trace_border(pixels: np.ndarray, spacing_mm: float, midline_x: float, side: int) -> Trace | None:
+    """Trace the inferior border of the mandible on one side of the midline.
+
+    ``side`` is -1 for the image's left half, +1 for its right half. The lower bone edge is
+    the strongest bright-above / dark-below vertical gradient; dynamic programming over the
+    columns from the midline zone outwards finds the smoothest strong path through it.
+    Returns ``None`` when the image is too small to hold the traced stretch.
+    """
+    h, w = pixels.shape
+    f = spacing_mm / WORK_MM
+    small = cv2.resize(pixels, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape
+    sig = EDGE_SIGMA_MM / WORK_MM
+    gy = ndimage.gaussian_filter(small, sig, order=(1, 0))
+    edge = np.clip(-gy, 0, None)
+    scale = np.percentile(edge, 99.5)
+    if scale <= 0:
+        return None
+    # Saturate: any clearly strong edge counts the same, so that the depth bonus below prefers
+    # the lowest long edge (the inferior border) over the stronger crown edges above it.
+    edge = np.clip(edge / (EDGE_SATURATION * scale), 0, 1)
+    mid = midline_x * f
+    inner = mid + side * MIDLINE_EXCLUDE_MM / WORK_MM
+    outer = mid + side * TRACE_OUTER_MM / WORK_MM
+    c0, c1 = sorted((inner, outer))
+    c0, c1 = max(0, int(round(c0))), min(sw, int(round(c1)))
+    if c1 - c0 < 20:
+        return None
+    r0, r1 = int(ROW_RANGE[0] * sh), int(ROW_RANGE[1] * sh)
+    depth = np.linspace(0.0, DEPTH_BONUS, r1 - r0)[:, None]
+    sub = edge[r0:r1, c0:c1]
+    if side < 0:
+        sub = sub[:, ::-1]  # always run from the midline outwards
+    path = dp_path(-(sub + depth), MAX_SLOPE, SMOOTH_PENALTY)
+    strength = float(np.mean(sub[path, np.arange(sub.shape[1])]))
+    cols = np.arange(sub.shape[1])
+    x_small = (c0 + cols) if side > 0 else (c1 - 1 - cols)
+    y_small = r0 + path
+    # Back to input pixels (centre-of-pixel convention of cv2.resize).
+    x = (x_small + 0.5) / f - 0.5
+    y = ndimage.gaussian_filter1d((y_small + 0.5).astype(float), 2.0) / f - 0.5
+    return _resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
+
+
+def _resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
+    """Resample a polyline at equal arc steps and attach unit normals pointing up into the bone."""
+    seg = np.hypot(*np.diff(xy, axis=0).T)
+    arc = np.concatenate([[0.0], np.cumsum(seg)])
+    s = np.arange(0.0, arc[-1], step_px)
+    pts = np.column_stack([np.interp(s, arc, xy[:, 0]), np.interp(s, arc, xy[:, 1])])
+    tan = np.gradient(ndimage.gaussian_filter1d(pts, 2.0, axis=0), axis=0)
+    tan /= np.linalg.norm(tan, axis=1, keepdims=True)
+    normals = np.column_stack([tan[:, 1], -tan[:, 0]])
+    normals[normals[:, 1] > 0] *= -1  # into the bone = upwards in the image
+    return Trace(xy=pts, normals=normals, arc_mm=s * spacing_mm, edge_strength=strength)
+
+
+def profiles(pixels: np.ndarray, trace: Trace, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Intensity profiles along the normals of ``trace`` (rows = border points), and their offsets t in mm."""
+    t = np.arange(PROFILE_RANGE_MM[0], PROFILE_RANGE_MM[1] + 1e-9, PROFILE_STEP_MM)
+    t_px = t / spacing_mm
+    xs = trace.xy[:, 0, None] + trace.normals[:, 0, None] * t_px[None, :]
+    ys = trace.xy[:, 1, None] + trace.normals[:, 1, None] * t_px[None, :]
+    prof = ndimage.map_coordinates(pixels, [ys.ravel(), xs.ravel()], order=1, mode="nearest")
+    prof = prof.reshape(xs.shape)
+    sigma = max(PROFILE_SIGMA_MM, 0.5 * spacing_mm) / PROFILE_STEP_MM
+    return ndimage.gaussian_filter1d(prof, sigma, axis=1), t
+
+
+def _crossing(p: np.ndarray, t: np.ndarray, level: float, i0: int, i1: int, rising: bool, near: float) -> float:
+    """Sub-sample position of the crossing of ``level`` in p[i0:i1] nearest to ``near`` (nan if none)."""
+    seg = p[i0:i1] - level
+    if rising:
+        idx = np.nonzero((seg[:-1] < 0) & (seg[1:] >= 0))[0]
+    else:
+        idx = np.nonzero((seg[:-1] >= 0) & (seg[1:] < 0))[0]
+    if idx.size == 0:
+        return float("nan")
+    frac = seg[idx] / (seg[idx] - seg[idx + 1])
+    pos = t[i0 + idx] + frac * (t[1] - t[0])
+    return float(pos[np.argmin(np.abs(pos - near))])
+
+
+def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
+    """Find the periosteal and endosteal edges of the bright cortical band on each profile.
+
+    The periosteal edge is the dark->bright step near the traced border, the endosteal edge the
+    bright->dark step further in; each is located as a smooth path along the border by dynamic
+    programming on the profile gradients (so trabecular texture cannot pull single profiles
+    astray), then refined to the half-maximum crossing between the local background, cortex
+    and trabecular levels, which makes the width independent of the blur of the image.
+    """
+    n = prof.shape[0]
+    step = t[1] - t[0]
+    d = np.gradient(prof, step, axis=1)
+    scale = max(float(np.percentile(np.abs(d), 99)), 1e-9)
+
+    def idx(v: float) -> int:
+        return int(np.clip(round((v - t[0]) / step), 0, t.size - 1))
+
+    max_step = max(1, round(EDGE_MAX_STEP_MM / step))
+    penalty = EDGE_PENALTY * (PROFILE_STEP_MM / step) ** 2
+    a, b = idx(-OUTER_SEARCH_MM), idx(OUTER_SEARCH_MM) + 1
+    io = a + dp_path(-np.clip(d[:, a:b].T / scale, 0, 1), max_step, penalty)
+    # Inner edge in coordinates relative to the outer edge: row k = outer + MIN_WIDTH + k samples.
+    k0, k1 = round(MIN_WIDTH_MM / step), round(MAX_WIDTH_MM / step)
+    rel = io[:, None] + np.arange(k0, k1 + 1)[None, :]
+    inside = rel < t.size
+    reward = np.where(inside, np.clip(-d[np.arange(n)[:, None], np.minimum(rel, t.size - 1)] / scale, 0, 1), 0)
+    ii = io + k0 + dp_path(-reward.T, max_step, penalty)
+
+    outer = np.full(n, np.nan)
+    inner = np.full(n, np.nan)
+    contrast = np.zeros(n)
+    porosity = np.full(n, np.nan)
+    for i in range(n):
+        p, to, ti = prof[i], t[io[i]], t[min(ii[i], t.size - 1)]
+        if ii[i] >= t.size - 2:
+            continue
+        bg = float(np.median(p[idx(to - 1.5):idx(to - 0.5) + 1]))
+        cortex = float(np.percentile(p[io[i]:ii[i] + 1], 75))
+        trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
+        if cortex - bg <= 0 or cortex - trab <= 0:
+            continue
+        o = _crossing(p, t, 0.5 * (bg + cortex), idx(to - 0.8), idx(to + 0.8) + 1, True, to)
+        e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 0.8), idx(ti + 0.8) + 1, False, ti)
+        if np.isnan(o) or np.isnan(e) or not (MIN_WIDTH_MM <= e - o <= MAX_WIDTH_MM):
+            continue
+        outer[i], inner[i] = o, e
+        contrast[i] = cortex - bg
+        band = p[idx(o):idx(e) + 1]
+        porosity[i] = float(np.mean(band < 0.5 * (cortex + trab)))
+    return Band(outer_t=outer, inner_t=inner, contrast=contrast, porosity=porosity)
+
+
+FORAMEN_HEIGHT_MM = (7.0, 17.0)      # the mental foramen lies this far above the inferior border
+FORAMEN_FROM_MIDLINE_MM = (24.0, 58.0)  # ... and this far (horizontally) from the midline
+FORAMEN_SIGMA_MM = 1.0               # Hessian scale matched to a 2-4 mm dark oval
+FORAMEN_MIN_Z = 4.5                  # robust z-score a dark blob needs to count as the foramen
+
+
+def find_foramen(pixels: np.ndarray, trace: Trace, spacing_mm: float, midline_x: float) -> tuple[int, float] | None:
+    """Index of the border point below the mental foramen and the blob's robust z-score.
+
+    The bone above the border is straightened (columns = border points, rows = height along the
+    normal, both ``BORDER_STEP_MM`` apart) and searched for the strongest dark blob: the smaller
+    eigenvalue of the Hessian, which is large only where the intensity dips in every direction
+    (a round hole, not the elongated gaps between roots or the mandibular canal). ``None`` when
+    no blob stands out clearly from the trabecular texture (a fallback site is used then).
+    """
+    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
+
+    dist = np.abs(trace.xy[:, 0] - midline_x) * spacing_mm
+    cols = np.nonzero((dist >= FORAMEN_FROM_MIDLINE_MM[0]) & (dist <= FORAMEN_FROM_MIDLINE_MM[1]))[0]
+    if cols.size < 10:
+        return None
+    step = BORDER_STEP_MM
+    pad = 4.0
+    h = np.arange(FORAMEN_HEIGHT_MM[0] - pad, FORAMEN_HEIGHT_MM[1] + pad + 1e-9, step)
+    xs = trace.xy[:, 0, None] + trace.normals[:, 0, None] * (h / spacing_mm)[None, :]
+    ys = trace.xy[:, 1, None] + trace.normals[:, 1, None] * (h / spacing_mm)[None, :]
+    straight = ndimage.map_coordinates(pixels, [ys.T.ravel(), xs.T.ravel()], order=1, mode="nearest")
+    straight = straight.reshape(h.size, -1)
+    hess = hessian_matrix(straight, sigma=FORAMEN_SIGMA_MM / step, order="rc", use_gaussian_derivatives=True)
+    blob = hessian_matrix_eigvals(hess)[1]  # smaller eigenvalue; > 0 at a dark blob
+    rows = slice(round(pad / step), h.size - round(pad / step))
+    window = blob[rows][:, cols]
+    med = float(np.median(window))
+    mad = float(np.median(np.abs(window - med))) * 1.4826
+    if mad <= 0:
+        return None
+    r, c = np.unravel_index(int(np.argmax(window)), window.shape)
+    z = (float(window[r, c]) - med) / mad
+    return (int(cols[c]), z) if z >= FORAMEN_MIN_Z else None

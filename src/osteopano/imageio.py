@@ -1,0 +1,498 @@
+"""Read any supported radiograph file into one grey, [0, 1] ``Radiograph``; write test images.
+
+Supported: PNG, JPEG, BMP, TIFF (8 and 16 bit, grey or RGB) through Pillow and DICOM through
+pydicom. The file's content decides how it is read (the DICOM ``DICM`` preamble, then Pillow);
+the extension only matters for files without a preamble named ``.dcm``/``.dicom`` and for the
+error message. Every failure is an ``ImageReadError`` naming the file and the reason, so a batch
+can record it and go on.
+
+Intensity convention: 0 = black (air), 1 = white (bone). Integer images are scaled by the full
+range of their dtype (uint8 / 255, uint16 / 65535) so that values are comparable across files;
+a 16-bit PNG holding 12-bit data therefore stays dark - the preprocessing windows it later.
+DICOM goes through the modality LUT (rescale) and the VOI LUT / window when present, is scaled by
+the range those transforms can produce, and MONOCHROME1 is inverted. Multi-frame DICOM: the
+first frame is used.
+
+Pixel spacing is only taken from metadata that can describe a detector: DICOM PixelSpacing
+(else ImagerPixelSpacing), a PNG pHYs chunk or TIFF resolution in centimetres, between 0.01 and
+1 mm, and - for PNG, whose pHYs is always per metre - not a round screen/print DPI (72, 96, 300...).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from osteopano.errors import ImageReadError
+from osteopano.fileio import atomic_path
+
+IMAGE_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+)
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+
+# Pillow format name -> our source_format. MPO is what Pillow calls many camera JPEGs.
+_PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF": "tiff"}
+# Resolutions that are screen/print DPI settings, not detector spacings.
+_ROUND_DPI = (72, 96, 100, 120, 144, 150, 200, 240, 300, 400, 600, 1200, 2400)
+_SPACING_RANGE_MM = (0.01, 1.0)
+# Channels that differ by at most this (in 8-bit steps) are grey with JPEG chroma noise.
+_GREY_TOLERANCE = 2 / 255
+
+# pip packages that give pydicom a decoder for each compressed transfer syntax family.
+_DECODER_PACKAGES = {
+    "jpeg": "pylibjpeg pylibjpeg-libjpeg",
+    "jpeg2000": "pylibjpeg pylibjpeg-openjpeg",
+    "rle": "pylibjpeg pylibjpeg-rle",
+}
+
+
+@dataclass(frozen=True)
+class Radiograph:
+    """A grey radiograph with values in [0, 1] and what the file said about it."""
+
+    pixels: np.ndarray  # float32, shape (H, W), values in [0, 1], 0 = black (air), 1 = white (bone)
+    bit_depth: int  # original bits per sample (8, 12, 16, ...)
+    pixel_spacing_mm: float | None  # mm per pixel (row spacing), None when unknown
+    source_format: str  # 'png' | 'jpeg' | 'bmp' | 'tiff' | 'dicom' | 'array'
+    path: str | None = None
+    patient_id: str | None = None  # DICOM PatientID only (never the patient's name)
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def read_image(path: str | Path, *, max_pixels: int = 100_000_000) -> Radiograph:
+    """Read a PNG/JPEG/BMP/TIFF/DICOM file into a Radiograph; raises ImageReadError.
+
+    Images above ``max_pixels`` are refused from their header, before decoding.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(path, "file not found")
+    if not path.is_file():
+        raise ImageReadError(path, "not a file")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageReadError(path, "empty file (0 bytes)")
+        with path.open("rb") as fh:
+            head = fh.read(132)
+            fh.seek(0)
+            return _read(fh, head, path, path.suffix.lower(), max_pixels)
+    except OSError as exc:  # permission denied, I/O error while opening
+        raise ImageReadError(path, f"cannot open file: {exc.strerror or exc}") from exc
+
+
+def read_image_bytes(
+    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000
+) -> Radiograph:
+    """Read an image held in memory (a web upload); the type is judged from the content only."""
+    if not data:
+        raise ImageReadError(name, "empty file (0 bytes)")
+    return _read(io.BytesIO(data), data[:132], name, "", max_pixels)
+
+
+def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Radiograph:
+    """Wrap an array as a Radiograph: uint8 / 255, uint16 / 65535, float kept if already in [0, 1].
+
+    A float array outside [0, 1] is min-max scaled; (H, W, 3|4) colour arrays become grey.
+    """
+    arr = np.asarray(pixels)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[..., :3]
+    elif arr.ndim != 2:
+        raise ValueError(f"expected an (H, W) or (H, W, 3) array, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        bits, grey = 8, arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        bits, grey = 16, arr.astype(np.float32) / 65535.0
+    elif arr.dtype == np.bool_:
+        bits, grey = 1, arr.astype(np.float32)
+    elif np.issubdtype(arr.dtype, np.floating):
+        grey = arr.astype(np.float32)
+        if not np.isfinite(grey).all():
+            raise ValueError("array contains NaN or infinite values")
+        bits = 32
+        lo, hi = float(grey.min()), float(grey.max())
+        if lo < 0.0 or hi > 1.0:
+            grey = (grey - lo) / (hi - lo) if hi > lo else np.zeros_like(grey)
+    else:
+        raise ValueError(f"unsupported array dtype {arr.dtype} (use uint8, uint16 or float)")
+    return Radiograph(
+        pixels=_to_grey(grey),
+        bit_depth=bits,
+        pixel_spacing_mm=_plausible_spacing(pixel_spacing_mm),
+        source_format="array",
+    )
+
+
+def write_png16(path: str | Path, pixels_uint16: np.ndarray) -> None:
+    """Write a 16-bit greyscale PNG atomically."""
+    arr = np.asarray(pixels_uint16)
+    if arr.ndim != 2 or arr.dtype != np.uint16:
+        raise ValueError(f"write_png16 needs a 2-D uint16 array, got {arr.dtype} {arr.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="PNG")
+
+
+def write_dicom(
+    path: str | Path,
+    pixels_uint16: np.ndarray,
+    pixel_spacing_mm: float | None,
+    *,
+    patient_id: str | None = None,
+    photometric: str = "MONOCHROME2",
+    **extra_tags: Any,
+) -> None:
+    """Write an uncompressed (explicit VR little endian) DICOM X-ray image atomically.
+
+    ``pixel_spacing_mm`` fills PixelSpacing (None leaves it out, e.g. to test ImagerPixelSpacing
+    given through ``extra_tags``). ``extra_tags`` are set by DICOM keyword (``BitsStored=12``,
+    ``RescaleSlope=2``, ``WindowCenter=...``). No PatientName is written.
+    """
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    arr = np.asarray(pixels_uint16)
+    if arr.ndim != 2 or arr.dtype != np.uint16:
+        raise ValueError(f"write_dicom needs a 2-D uint16 array, got {arr.dtype} {arr.shape}")
+    sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = sop_class
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "PX"  # panoramic X-ray
+    ds.PatientID = patient_id or ""
+    if pixel_spacing_mm is not None:
+        ds.PixelSpacing = [float(pixel_spacing_mm), float(pixel_spacing_mm)]
+    bits_stored = int(extra_tags.pop("BitsStored", 16))
+    ds.set_pixel_data(arr, photometric, bits_stored)
+    for keyword, value in extra_tags.items():
+        setattr(ds, keyword, value)
+    with atomic_path(path) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+
+def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: int) -> Radiograph:
+    """Decide DICOM or Pillow from the content and decode; wrap every library error."""
+    try:
+        if head[128:132] == b"DICM":
+            return _read_dicom(fh, name, max_pixels, force=False)
+        try:
+            return _read_pil(fh, name, max_pixels)
+        except _NotPillowImage:
+            if suffix in DICOM_SUFFIXES:  # DICOM written without the 128-byte preamble
+                fh.seek(0)
+                return _read_dicom(fh, name, max_pixels, force=True)
+            if suffix and suffix not in IMAGE_SUFFIXES:
+                raise ImageReadError(
+                    name, f"unsupported file type '{suffix}' (not a PNG/JPEG/BMP/TIFF/DICOM image)"
+                ) from None
+            raise ImageReadError(
+                name, "not an image (content is not PNG/JPEG/BMP/TIFF/DICOM)"
+            ) from None
+    except ImageReadError:
+        raise
+    except MemoryError as exc:
+        raise ImageReadError(name, "not enough memory to decode the image") from exc
+    except Exception as exc:  # any decoder failure: corrupt data, truncated file, odd header
+        raise ImageReadError(name, f"cannot decode image: {_describe(exc)}") from exc
+
+
+class _NotPillowImage(Exception):
+    """Pillow does not recognise the content."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- Pillow
+
+
+def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int) -> Radiograph:
+    with warnings.catch_warnings():
+        # Our own max_pixels limit replaces Pillow's bomb warning; its hard error is caught below.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(fh)  # lazy: reads the header only
+        except Image.DecompressionBombError as exc:
+            raise ImageReadError(name, f"image too large to decode safely ({exc})") from exc
+        except Image.UnidentifiedImageError:
+            raise _NotPillowImage from None
+        with img:
+            fmt = _PIL_FORMATS.get(img.format or "")
+            if fmt is None:
+                raise ImageReadError(name, f"unsupported image format {img.format}")
+            width, height = img.size
+            if width * height > max_pixels:
+                raise ImageReadError(
+                    name, f"image is {width}x{height} = {width * height} pixels, above the "
+                    f"limit of {max_pixels}"
+                )
+            try:
+                img.load()
+            except Image.DecompressionBombError as exc:
+                raise ImageReadError(name, f"image too large to decode safely ({exc})") from exc
+            except (OSError, SyntaxError, ValueError, EOFError) as exc:
+                raise ImageReadError(name, f"corrupt or truncated image: {_describe(exc)}") from exc
+            spacing = _pil_spacing(img)
+            bits = _pil_bit_depth(img)
+            img = ImageOps.exif_transpose(img)
+            pixels = _pil_to_unit(img)
+    return Radiograph(
+        pixels=pixels,
+        bit_depth=bits,
+        pixel_spacing_mm=spacing,
+        source_format=fmt,
+        path=str(name),
+    )
+
+
+def _pil_bit_depth(img: Image.Image) -> int:
+    if img.mode == "1":
+        return 1
+    if img.mode.startswith("I;16"):
+        return 16
+    if img.mode == "I":
+        if img.format == "TIFF":
+            bits = img.tag_v2.get(258, (32,))  # BitsPerSample
+            return int(bits[0] if isinstance(bits, tuple) else bits)
+        return 16  # PNG and others only reach mode I from 16-bit data
+    if img.mode == "F":
+        return 32
+    return 8
+
+
+def _pil_to_unit(img: Image.Image) -> np.ndarray:
+    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range."""
+    mode = img.mode
+    if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+        img = img.convert("RGBA" if "A" in mode or "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("LA", "La"):
+        img = img.getchannel("L")
+        mode = "L"
+    arr = np.asarray(img)
+    if mode.startswith("I;16"):
+        return (arr.astype(np.float32) / 65535.0).astype(np.float32)
+    if mode == "I":
+        arr = arr.astype(np.float64)
+        scale = 65535.0 if arr.max(initial=0) <= 65535 else float(2**32 - 1)
+        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+    if mode == "F":
+        return from_array(arr).pixels
+    grey = arr.astype(np.float32) / 255.0
+    if grey.ndim == 3:
+        grey = grey[..., :3]
+    return _to_grey(grey)
+
+
+def _to_grey(arr: np.ndarray) -> np.ndarray:
+    """(H, W) stays; (H, W, 3) becomes grey: channel mean if (nearly) equal, else luma (BT.601)."""
+    if arr.ndim == 2:
+        return np.ascontiguousarray(arr, dtype=np.float32)
+    rgb = arr[..., :3].astype(np.float32)
+    spread = rgb.max(axis=2) - rgb.min(axis=2)
+    if float(spread.max(initial=0.0)) <= _GREY_TOLERANCE + 1e-6:
+        grey = rgb.mean(axis=2)
+    else:
+        grey = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(grey, 0.0, 1.0).astype(np.float32)
+
+
+def _pil_spacing(img: Image.Image) -> float | None:
+    """Row spacing from PNG pHYs (per metre, not a round DPI) or TIFF resolution in cm."""
+    if img.format == "PNG":
+        dpi = img.info.get("dpi")  # Pillow sets it only for a per-metre pHYs chunk
+        if not dpi:
+            return None
+        per_metre = round(float(dpi[1]) / 0.0254)
+        if any(per_metre == int(d / 0.0254 + 0.5) for d in _ROUND_DPI):
+            return None
+        return _plausible_spacing(1000.0 / per_metre if per_metre > 0 else None)
+    if img.format == "TIFF":
+        tags = img.tag_v2
+        if tags.get(296) != 3:  # ResolutionUnit: 3 = centimetre; inch or none is not a detector
+            return None
+        y_res = tags.get(283)  # YResolution, pixels per centimetre
+        if not y_res or float(y_res) <= 0:
+            return None
+        return _plausible_spacing(10.0 / float(y_res))
+    return None
+
+
+def _plausible_spacing(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    lo, hi = _SPACING_RANGE_MM
+    return value if lo <= value <= hi else None
+
+
+# ----------------------------------------------------------------------------- DICOM
+
+
+def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool) -> Radiograph:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(fh, force=force)
+    except InvalidDicomError as exc:
+        raise ImageReadError(name, f"not a valid DICOM file: {_describe(exc)}") from exc
+    meta = getattr(ds, "file_meta", None)
+    if force and (meta is None or "TransferSyntaxUID" not in meta):
+        _guess_transfer_syntax(ds)
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        if force:
+            raise ImageReadError(name, "not a DICOM image (no DICM header and no pixel data)")
+        raise ImageReadError(name, "DICOM file has no pixel data")
+    rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
+    if rows * cols > max_pixels:
+        raise ImageReadError(
+            name, f"image is {cols}x{rows} = {rows * cols} pixels, above the limit of {max_pixels}"
+        )
+    arr = _dicom_pixels(ds, name)
+    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+        arr = arr[0]  # multi-frame: the first frame
+    if arr.ndim == 3:  # colour DICOM (pydicom converts YBR to RGB)
+        bits = int(ds.get("BitsStored", 8))
+        return Radiograph(
+            pixels=_to_grey(arr.astype(np.float32) / float(2**bits - 1)),
+            bit_depth=bits,
+            pixel_spacing_mm=_dicom_spacing(ds),
+            source_format="dicom",
+            path=str(name),
+            patient_id=_patient_id(ds),
+        )
+    unit = _dicom_to_unit(ds, arr)
+    return Radiograph(
+        pixels=unit,
+        bit_depth=int(ds.get("BitsStored", 16)),
+        pixel_spacing_mm=_dicom_spacing(ds),
+        source_format="dicom",
+        path=str(name),
+        patient_id=_patient_id(ds),
+    )
+
+
+def _guess_transfer_syntax(ds: Any) -> None:
+    """A file without meta header: take the encoding pydicom detected while reading."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    implicit, little = ds.original_encoding
+    if not hasattr(ds, "file_meta") or ds.file_meta is None:
+        ds.file_meta = FileMetaDataset()
+    if implicit:
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+
+
+def _dicom_pixels(ds: Any, name: str | Path) -> np.ndarray:
+    """Decode the pixel data; a compressed syntax without a decoder names what to install."""
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    try:
+        return ds.pixel_array
+    except Exception as exc:
+        if tsyntax is None or not tsyntax.is_compressed:
+            raise ImageReadError(name, f"cannot decode DICOM pixel data: {_describe(exc)}") from exc
+        from pydicom.pixels.decoders.base import get_decoder
+
+        try:
+            decoder = get_decoder(tsyntax)
+            has_plugin = bool(decoder.available_plugins)
+        except NotImplementedError:
+            has_plugin = False
+        install = f"pip install {_decoder_packages(tsyntax)}"
+        if not has_plugin:
+            reason = f"{tsyntax.name} transfer syntax needs a decoder: {install}"
+        else:
+            reason = (
+                f"cannot decode {tsyntax.name} pixel data ({_describe(exc)}); "
+                f"if the file is valid another decoder may help: {install}"
+            )
+        raise ImageReadError(name, reason) from exc
+
+
+def _decoder_packages(tsyntax: Any) -> str:
+    uid = str(tsyntax)
+    if uid.startswith("1.2.840.10008.1.2.4.9") or uid.startswith("1.2.840.10008.1.2.4.20"):
+        return _DECODER_PACKAGES["jpeg2000"]
+    if uid == "1.2.840.10008.1.2.5":
+        return _DECODER_PACKAGES["rle"]
+    return _DECODER_PACKAGES["jpeg"]  # JPEG baseline/extended/lossless and JPEG-LS
+
+
+def _dicom_to_unit(ds: Any, arr: np.ndarray) -> np.ndarray:
+    """Modality LUT, then VOI LUT / window, scaled to [0, 1] by the range those can produce.
+
+    MONOCHROME1 (white = low values) is inverted so that bone is always bright.
+    """
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    lo, hi = _modality_range(ds)
+    values = apply_modality_lut(arr, ds)
+    if "VOILUTSequence" in ds:
+        values = apply_voi_lut(values, ds)
+        descriptor = ds.VOILUTSequence[0].LUTDescriptor
+        lo, hi = 0.0, float(2 ** int(descriptor[2]) - 1)
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = apply_voi_lut(values, ds)  # windowing maps onto the modality output range
+    values = np.asarray(values, dtype=np.float64)
+    unit = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    unit = np.clip(unit, 0.0, 1.0).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        unit = 1.0 - unit
+    return np.ascontiguousarray(unit, dtype=np.float32)
+
+
+def _modality_range(ds: Any) -> tuple[float, float]:
+    """The smallest and largest value the modality transform can output for the stored bits."""
+    if "ModalityLUTSequence" in ds:
+        bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits - 1)
+    bits = int(ds.get("BitsStored", 16))
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    ends = sorted((lo * slope + intercept, hi * slope + intercept))
+    return float(ends[0]), float(ends[1])
+
+
+def _dicom_spacing(ds: Any) -> float | None:
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
+        value = ds.get(keyword)
+        if value:
+            try:
+                return _plausible_spacing(float(value[0]))  # row spacing
+            except (TypeError, ValueError, IndexError):
+                continue
+    return None
+
+
+def _patient_id(ds: Any) -> str | None:
+    value = str(ds.get("PatientID", "") or "").strip()
+    return value or None

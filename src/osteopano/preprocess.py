@@ -1,0 +1,103 @@
+"""Turn a radiograph into the network's input tensor (numpy + OpenCV only, no torch).
+
+The same code runs in training, in PyTorch inference and in the torch-free ONNX
+path, so a model always sees exactly what it was trained on. The recipe is
+stored in every run's ``config.json`` (``Preprocess.to_dict``).
+
+Steps, in order, for ``pixels`` = float32 (H, W) in [0, 1] (0 = air, 1 = bone):
+
+1. **Percentile window** - the ``window_low`` and ``window_high`` percentiles
+   (default 0.5 and 99.5) of the image are mapped to 0 and 1 and values outside
+   are clipped, then quantised to 8 bits. This is the "brightness/contrast
+   normalisation" of the study: exposure and detector gain no longer matter,
+   and a few saturated pixels cannot squash the contrast.
+2. **CLAHE** (OpenCV ``createCLAHE``) on the 8-bit image, ``clahe_clip`` = 2.0
+   (histogram clip limit, relative to a flat histogram) on a ``clahe_grid`` x
+   ``clahe_grid`` = 8 x 8 tile grid laid over the whole image, whatever its
+   size. It evens out the brightness falling off towards the ramus and the
+   spine shadow while keeping the local cortex / trabecular contrast.
+   ``clahe_clip = 0`` switches it off.
+3. **Resize** to ``size`` x ``size`` (default 224) with ``cv2.INTER_AREA``
+   (area averaging, no aliasing when shrinking). The aspect ratio is NOT
+   kept: the ~2:1 panoramic is squashed to a square, as in the study.
+4. **Grey to 3 channels** (the same plane replicated for the RGB ImageNet
+   backbone) and **mean/std normalisation** per channel, from [0, 1] scale;
+   ImageNet's mean/std by default, the training command stores the
+   backbone's own values (0.5/0.5 for EfficientNet-Lite).
+
+``to_uint8`` stops after step 3; training caches that (224x224 bytes per image)
+and augments it before ``normalise``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import cv2
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Radiograph -> network input; see the module docstring for the exact steps."""
+
+    size: int = 224
+    window_low: float = 0.5
+    window_high: float = 99.5
+    clahe_clip: float = 2.0
+    clahe_grid: int = 8
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError(f"image size {self.size} is too small (>= 8)")
+        if not 0 <= self.window_low < self.window_high <= 100:
+            raise ValueError(f"bad percentile window {self.window_low}..{self.window_high}")
+        object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
+        object.__setattr__(self, "std", tuple(float(v) for v in self.std))
+
+    def to_uint8(self, pixels: np.ndarray) -> np.ndarray:
+        """Steps 1-3: window, CLAHE, resize. Returns uint8 (size, size)."""
+        img = np.asarray(pixels, dtype=np.float32)
+        if img.ndim == 3:  # colour input: average the channels
+            img = img.mean(axis=2)
+        if img.ndim != 2 or img.size == 0:
+            raise ValueError(f"expected a 2-D grey image, got shape {np.shape(pixels)}")
+        lo, hi = np.percentile(img, [self.window_low, self.window_high])
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        u8 = np.clip((img - lo) * scale, 0, 255).round().astype(np.uint8)
+        if self.clahe_clip > 0:
+            clahe = cv2.createCLAHE(clipLimit=self.clahe_clip, tileGridSize=(self.clahe_grid, self.clahe_grid))
+            u8 = clahe.apply(u8)
+        return cv2.resize(u8, (self.size, self.size), interpolation=cv2.INTER_AREA)
+
+    def normalise(self, image: np.ndarray) -> np.ndarray:
+        """Step 4: uint8 (or [0, 1] float) (S, S) -> float32 (3, S, S) normalised."""
+        img = np.asarray(image)
+        x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+        mean = np.asarray(self.mean, np.float32)[:, None, None]
+        std = np.asarray(self.std, np.float32)[:, None, None]
+        return (np.broadcast_to(x, (3, *x.shape)) - mean) / std
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """float32 (H, W) in [0, 1] -> float32 (3, size, size), ready for the network."""
+        return self.normalise(self.to_uint8(pixels))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocess:
+        """Inverse of ``to_dict``; unknown keys are an error (a newer config format)."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown preprocess settings: {', '.join(sorted(unknown))}")
+        return cls(**{k: (tuple(v) if k in ("mean", "std") else v) for k, v in d.items()})
