@@ -214,3 +214,15 @@ def test_cli_inspect_nothing_readable_fails(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert json.loads(result.stdout)["usable"] == 0
     assert "no usable labelled images" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_dataset_json_sidecar_marks_synthetic_data(tmp_path):
+    write_png16(tmp_path / "a.png", np.full((8, 8), 1000, np.uint16))
+    (tmp_path / "manifest.csv").write_text("path,label\na.png,normal\n")
+    assert discover(tmp_path).synthetic is None
+    (tmp_path / "dataset.json").write_text('{"synthetic": true, "generator": "osteopano.phantom"}')
+    ds = discover(tmp_path / "manifest.csv")
+    assert ds.synthetic is True and ds.info["generator"] == "osteopano.phantom"
+    (tmp_path / "dataset.json").write_text("not json")
+    with pytest.raises(DataError, match="dataset.json"):
+        discover(tmp_path)

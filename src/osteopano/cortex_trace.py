@@ -263,3 +263,56 @@ def find_foramen(pixels: np.ndarray, trace: Trace, spacing_mm: float, midline_x:
     r, c = np.unravel_index(int(np.argmax(window)), window.shape)
     z = (float(window[r, c]) - med) / mad
     return (int(cols[c]), z) if z >= FORAMEN_MIN_Z else None
+
+
+SYMMETRY_MM = 2.0                 # working grid of the symmetry search
+SYMMETRY_SHIFT_MM = 25.0          # the midline is searched this far either side of the image centre
+SYMMETRY_TILT_DEG = 5.0           # ... tilted up to this much
+
+
+@dataclass
+class Midline:
+    """The facial midline as a (possibly tilted) line x = x0 + tan(tilt) * (y - y0), input pixels."""
+
+    x0: float
+    y0: float
+    tilt_rad: float
+    score: float  # correlation of the image with its mirror image about the line (-1..1)
+
+    def horizontal_distance(self, xy: np.ndarray) -> np.ndarray:
+        """Signed distance of points from the line, perpendicular to it (pixels; + = image right)."""
+        return (xy[:, 0] - self.x0 - np.tan(self.tilt_rad) * (xy[:, 1] - self.y0)) * np.cos(self.tilt_rad)
+
+
+def find_midline(pixels: np.ndarray, spacing_mm: float) -> Midline:
+    """Axis of bilateral symmetry: the mirror line that best maps the image's edges onto themselves.
+
+    A panoramic image is close to mirror-symmetric about the facial midline; patient positioning
+    shifts and tilts it, so the line is searched over shifts and small tilts by correlating the
+    gradient magnitude (coarse grid) with its reflection.
+    """
+    h, w = pixels.shape
+    f = spacing_mm / SYMMETRY_MM
+    small = cv2.resize(pixels, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_AREA)
+    grad = ndimage.gaussian_gradient_magnitude(small, 1.0).astype(np.float32)
+    grad = (grad - grad.mean()) / (grad.std() + 1e-9)
+    sh, sw = grad.shape
+    yc = sh / 2.0
+    best = (-np.inf, sw / 2.0, 0.0)
+    margin = SYMMETRY_SHIFT_MM / SYMMETRY_MM
+    for tilt in np.deg2rad(np.arange(-SYMMETRY_TILT_DEG, SYMMETRY_TILT_DEG + 1e-9, 0.5)):
+        for xc in np.arange(sw / 2.0 - margin, sw / 2.0 + margin + 1e-9, 0.5):
+            # Reflection about the line through (xc, yc) with direction (sin t, cos t).
+            c2, s2 = np.cos(2 * tilt), np.sin(2 * tilt)
+            m = np.array([[-c2, s2], [s2, c2]])
+            t = np.array([xc, yc]) - m @ np.array([xc, yc])
+            mirrored = cv2.warpAffine(grad, np.hstack([m, t[:, None]]).astype(np.float32), (sw, sh),
+                                      flags=cv2.INTER_LINEAR, borderValue=np.nan)
+            ok = np.isfinite(mirrored)
+            if ok.mean() < 0.5:
+                continue
+            score = float(np.corrcoef(grad[ok], mirrored[ok])[0, 1])
+            if score > best[0]:
+                best = (score, xc, tilt)
+    score, xc, tilt = best
+    return Midline(x0=(xc + 0.5) / f - 0.5, y0=(yc + 0.5) / f - 0.5, tilt_rad=float(tilt), score=score)

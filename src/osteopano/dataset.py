@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ MANIFEST_COLUMNS = (
 )
 REQUIRED_COLUMNS = ("path", "label")
 MANIFEST_NAME = "manifest.csv"
+INFO_NAME = "dataset.json"  # optional sidecar describing the data set's provenance
 
 
 @dataclass
@@ -77,6 +79,13 @@ class Dataset:
     samples: list[Sample]
     manifest: Path | None = None
     skipped: list[Path] = field(default_factory=list)  # files that are not images by extension
+    info: dict = field(default_factory=dict)  # the optional dataset.json sidecar (e.g. {"synthetic": true})
+
+    @property
+    def synthetic(self) -> bool | None:
+        """True for data made by ``osteopano synth``; None when the provenance is not recorded."""
+        value = self.info.get("synthetic")
+        return bool(value) if value is not None else None
 
     def labels(self, column: str = "label") -> list[str | None]:
         """Each sample's value of ``column`` (the label by default), None where empty."""
@@ -106,10 +115,27 @@ def discover(data: str | Path) -> Dataset:
     if data.is_file():
         if data.suffix.lower() != ".csv":
             raise DataError(f"{data}: not a folder or a CSV manifest")
-        return _from_manifest(data)
-    if (data / MANIFEST_NAME).is_file():
-        return _from_manifest(data / MANIFEST_NAME)
-    return _from_folder(data)
+        ds = _from_manifest(data)
+    elif (data / MANIFEST_NAME).is_file():
+        ds = _from_manifest(data / MANIFEST_NAME)
+    else:
+        ds = _from_folder(data)
+    ds.info = _read_info(ds.manifest.parent if ds.manifest is not None else ds.root)
+    return ds
+
+
+def _read_info(folder: Path) -> dict:
+    """The data set's ``dataset.json`` sidecar (written by ``osteopano synth``), or {}."""
+    path = folder / INFO_NAME
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: expected a JSON object")
+    return info
 
 
 def _is_hidden(path: Path, root: Path) -> bool:
@@ -128,6 +154,8 @@ def _from_folder(root: Path) -> Dataset:
     samples: list[Sample] = []
     skipped: list[Path] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not _is_hidden(p, root)):
+        if path.parent == root and path.name == INFO_NAME:
+            continue
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(path)
             continue
@@ -262,6 +290,7 @@ def inspect_dataset(
         "kind": ds.kind,
         "manifest": str(ds.manifest) if ds.manifest else None,
         "fingerprint": ds.fingerprint(),
+        "synthetic": ds.synthetic,
         "n_images": len(ds.samples),
         "classes": dict(sorted(classes.items())),
         "usable_classes": dict(sorted(usable_classes.items())),

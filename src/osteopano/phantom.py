@@ -205,21 +205,23 @@ def sample_anatomy(rng: np.random.Generator, k: float) -> Anatomy:
 
 @dataclass
 class Raster:
-    """The anatomy raster: pixel grid in mm with its coordinate arrays."""
+    """The anatomy raster: an axis-aligned pixel grid in mm."""
 
     mm: float  # mm per raster pixel
     shape: tuple[int, int]
-    x: np.ndarray = field(repr=False)  # (H, W) float32 mm
-    y: np.ndarray = field(repr=False)
+    xs: np.ndarray = field(repr=False)  # (W,) float32 mm of the column centres
+    ys: np.ndarray = field(repr=False)  # (H,) float32 mm of the row centres
+
+    @classmethod
+    def make(cls, mm: float) -> Raster:
+        w, h = (int(math.ceil(2 * half / mm)) for half in RASTER_HALF_MM)
+        xs = ((np.arange(w) + 0.5) * mm - RASTER_HALF_MM[0]).astype(np.float32)
+        ys = ((np.arange(h) + 0.5) * mm - RASTER_HALF_MM[1]).astype(np.float32)
+        return cls(mm=mm, shape=(h, w), xs=xs, ys=ys)
 
     @classmethod
     def for_width(cls, width: int) -> Raster:
-        mm = RASTER_MM_PER_WIDTH / width
-        w, h = (int(math.ceil(2 * half / mm)) for half in RASTER_HALF_MM)
-        xs = ((np.arange(w, dtype=np.float32) + 0.5) * mm - RASTER_HALF_MM[0]).astype(np.float32)
-        ys = ((np.arange(h, dtype=np.float32) + 0.5) * mm - RASTER_HALF_MM[1]).astype(np.float32)
-        x, y = np.meshgrid(xs, ys)
-        return cls(mm=mm, shape=(h, w), x=x, y=y)
+        return cls.make(RASTER_MM_PER_WIDTH / width)
 
     def px(self, pts_mm: np.ndarray) -> np.ndarray:
         """mm -> raster pixel coordinates (continuous, pixel centres at integers)."""
@@ -240,7 +242,8 @@ def _poly(canvas: np.ndarray, raster: Raster, pts_mm: np.ndarray, value: float) 
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
-    t = np.clip(t, 0.0, 1.0)
+    """0 below 0, 1 above 1, smooth cubic in between (float32)."""
+    t = np.clip(np.asarray(t, dtype=np.float32), 0.0, 1.0)
     return t * t * (3 - 2 * t)
 
 
@@ -262,8 +265,7 @@ def _skull_layer(raster: Raster, anat: Anatomy, rng: np.random.Generator) -> np.
     """Low-frequency structures drawn at 1/4 resolution and blurred: soft tissue, maxilla, palate,
     sinuses, nasal cavity, zygomatic arches, airway, spine ghost, hyoid, lateral spine."""
     f = 4
-    lo = Raster(mm=raster.mm * f, shape=(raster.shape[0] // f + 1, raster.shape[1] // f + 1),
-                x=np.empty(0), y=np.empty(0))  # fmt: skip
+    lo = Raster.make(raster.mm * f)
     k = anat.k
     c = np.zeros(lo.shape, np.float32)
 
@@ -305,10 +307,10 @@ def _skull_layer(raster: Raster, anat: Anatomy, rng: np.random.Generator) -> np.
 
 def _soft_tissue(raster: Raster, anat: Anatomy) -> np.ndarray:
     """Head silhouette: soft tissue over the face, dark corners, dark neck below the mandible."""
-    x, y = raster.x, raster.y
-    lateral = np.exp(-((x / 155.0) ** 4) - (y / 95.0) ** 6)
+    x, y = raster.xs[None, :], raster.ys[:, None]
+    lateral = np.exp(-((x / 155.0) ** 4)) * np.exp(-((y / 95.0) ** 6))
     above = _smoothstep((anat.border(x) + 10 * anat.k - y) / 25.0)
-    return (0.03 + 0.05 * lateral + 0.10 * lateral * above).astype(np.float32)
+    return (0.03 + lateral * (0.05 + 0.10 * above)).astype(np.float32)
 
 
 def _mandible_polygon(anat: Anatomy, side_jitter: np.ndarray) -> np.ndarray:
@@ -344,14 +346,6 @@ def _chaikin(pts: np.ndarray, rounds: int) -> np.ndarray:
         r = 0.25 * pts[:-1] + 0.75 * pts[1:]
         pts = np.vstack([pts[:1], np.stack([q, r], 1).reshape(-1, 2), pts[-1:]])
     return pts
-
-
-def _body_fields(raster: Raster, anat: Anatomy) -> np.ndarray:
-    """Distance (mm) from the inferior border into the bone, to first order in the curvature."""
-    x = raster.x
-    slope = anat.border_slope(x)
-    d = (anat.border(x) - raster.y) / np.sqrt(1 + slope * slope)
-    return d.astype(np.float32)
 
 
 def _width_profile(x: np.ndarray, anat: Anatomy, patient: Patient, rng: np.random.Generator) -> np.ndarray:
@@ -448,101 +442,123 @@ class PhantomImage:
     cortex_mask: np.ndarray  # uint8 0/255
 
 
+def _stroke(canvas: np.ndarray, raster: Raster, pts_mm: np.ndarray, thick_mm: float, value: float,
+            blur_mm: float) -> None:  # fmt: skip
+    """Add a blurred open polyline (mm) to the canvas, working on its bounding patch only."""
+    p = raster.px(pts_mm)
+    pad = int(math.ceil((thick_mm + 4 * blur_mm) / raster.mm)) + 2
+    x0, y0 = np.maximum(np.floor(p.min(0)).astype(int) - pad, 0)
+    x1, y1 = np.minimum(np.ceil(p.max(0)).astype(int) + pad, canvas.shape[::-1])
+    patch = np.zeros((y1 - y0, x1 - x0), np.float32)
+    q = np.round((p - (x0, y0)) * 16).astype(np.int32)
+    cv2.polylines(patch, [q], False, 1.0, max(1, int(round(thick_mm / raster.mm))), cv2.LINE_AA, 4)
+    canvas[y0:y1, x0:x1] += value * cv2.GaussianBlur(patch, (0, 0), blur_mm / raster.mm)
+
+
 def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, Anatomy, Raster]:
     """Attenuation-like raster of the patient's anatomy plus mandible and cortex masks."""
     raster = Raster.for_width(width)
     rng = np.random.default_rng(patient.anatomy_seed)
     anat = sample_anatomy(rng, patient.scale)
-    x, y, mm = raster.x, raster.y, raster.mm
+    k, mm = anat.k, raster.mm
+    xs, ys = raster.xs, raster.ys
+    x, y = xs[None, :], ys[:, None]  # broadcasting views of the grid
+    half = (raster.shape[0] // 2 + 1, raster.shape[1] // 2 + 1)
 
     att = _soft_tissue(raster, anat) + _skull_layer(raster, anat, rng)
 
-    # maxillary alveolar bone behind the upper teeth
-    up = anat.occlusal(x) - 9.0 * anat.k
-    maxilla = _smoothstep((up - y) / 3.0) * _smoothstep((y - (up - 28 * anat.k)) / 10.0)
-    maxilla *= _smoothstep((78 * anat.k - np.abs(x)) / 8.0)
-    att += 0.10 * maxilla
+    # maxillary alveolar bone around the upper roots, with its own trabecular texture
+    up = anat.occlusal(x) - 9.0 * k
+    maxilla = _smoothstep((up - y) / 3.0) * _smoothstep((y - (up - 28 * k)) / 10.0)
+    maxilla *= _smoothstep((78 * k - np.abs(x)) / 8.0)
+    tex_max = _resize(np.exp(-((_bandpass_noise(rng, half, 0.25 / mm, 1.25 / mm) / 0.4) ** 2)), raster.shape)
+    att += maxilla * (0.08 + 0.05 * tex_max)
 
-    # mandible outline and the analytic inferior-border cortex
-    jitter = rng.normal(0, 1.5, (2, 2)) * anat.k
+    # mandible outline
+    jitter = rng.normal(0, 1.5, (2, 2)) * k
     mand = np.zeros(raster.shape, np.float32)
     _poly(mand, raster, _mandible_polygon(anat, jitter), 1.0)
-    mand = np.clip(mand, 0, 1)
-    d = _body_fields(raster, anat)
-    ax = np.abs(x)
-    w = _width_profile(x, anat, patient, rng)
+    np.clip(mand, 0, 1, out=mand)
+
+    # per-column quantities along the inferior border (the raster is axis-aligned)
+    ax = np.abs(xs)
+    border, slope = anat.border(xs), anat.border_slope(xs)
+    w = _width_profile(xs, anat, patient, rng)
     grade = {"C1": 0, "C2": 1, "C3": 2}[patient.klemetti]
     strength = float(np.clip(patient.erosion / 2.5, 0.0, 1.0))
     # erosion envelope: from the canine region to the angle on both sides, 1.5 mm clear of the sites
-    env = _smoothstep((ax - 10 * anat.k) / 8) * _smoothstep((anat.gonial_x - 3 - ax) / 6)
+    env = _smoothstep((ax - 10 * k) / 8) * _smoothstep((anat.gonial_x - 3 - ax) / 6)
     for side in (-1, 1):
-        env *= _smoothstep((np.abs(x - side * anat.site_x[0 if side < 0 else 1]) - 1.5) / 1.0)
+        env *= _smoothstep((np.abs(xs - side * anat.site_x[0 if side < 0 else 1]) - 1.5) / 1.0)
     w_eff = w.copy()
     for _ in range(int(rng.integers(8, 14)) * grade):  # semilunar lacunae in the endosteal margin
         cx = rng.uniform(-anat.gonial_x, anat.gonial_x)
-        r = rng.uniform(1.2, 2.8) * anat.k
+        r = rng.uniform(1.2, 2.8) * k
         depth = rng.uniform(0.25, 0.5) * (0.7 + 0.3 * grade)
-        w_eff -= env * depth * w * np.sqrt(np.clip(1 - ((x - cx) / r) ** 2, 0, None))
-    w_eff = np.maximum(w_eff, 0.6)
-    in_body = _smoothstep((anat.gonial_x + 2 - ax) / 5)
-    aa = mm * 0.6
-    band = _smoothstep(d / aa + 0.5) * (1 - _smoothstep((d - w_eff) / aa + 0.5)) * in_body
+        w_eff -= env * depth * w * np.sqrt(np.clip(1 - ((xs - cx) / r) ** 2, 0, None))
+    w_eff = np.maximum(w_eff, 0.6).astype(np.float32)
+    in_body = _smoothstep((anat.gonial_x + 2 - ax) / 5).astype(np.float32)
 
-    # trabecular bone: band-passed noise, sparser and darker with lower T-score
-    t_lat = patient.tscore + rng.normal(0, 0.5)
-    trab_level = float(np.clip(0.23 + 0.018 * t_lat, 0.15, 0.27))
-    small = (raster.shape[0] // 2 + 1, raster.shape[1] // 2 + 1)
+    # rows holding the inferior border region (d from -2 to 16 mm); everything below is per-band
+    r0 = int(np.searchsorted(ys, anat.gonial_y - 17 * k))
+    r1 = int(np.searchsorted(ys, anat.chin_y + 3))
+    yb = ys[r0:r1, None]
+    d = ((border[None, :] - yb) / np.sqrt(1 + slope * slope)[None, :]).astype(np.float32)
+    aa = mm * 0.6
+    band = np.zeros(raster.shape, np.float32)
+    band[r0:r1] = _smoothstep(d / aa + 0.5) * (1 - _smoothstep((d - w_eff) / aa + 0.5)) * in_body
+
     # trabeculae = zero-crossing network of band-passed noise; thinner/sparser when osteoporotic
-    tex = _bandpass_noise(rng, small, 0.45 / (2 * mm), 2.0 / (2 * mm))
+    t_lat = patient.tscore + rng.normal(0, 0.5)
+    trab_level = float(np.clip(0.17 + 0.014 * t_lat, 0.11, 0.2))
     thick = float(np.clip(0.42 + 0.05 * t_lat, 0.2, 0.5))
-    tex = _resize(np.exp(-((tex / thick) ** 2)), raster.shape)
-    ramus = _smoothstep((ax - (anat.gonial_x - 24 * anat.k)) / 8) * _smoothstep((anat.gonial_y - 8 - y) / 10)
-    att += mand * ((trab_level - 0.05 * ramus) * (0.8 + 0.2 * (1 - band)) + 0.09 * tex * (1 - band))
+    tex = _resize(np.exp(-((_bandpass_noise(rng, half, 0.22 / mm, 1.0 / mm) / thick) ** 2)), raster.shape)
+    ramus = _smoothstep((np.abs(x) - (anat.gonial_x - 24 * k)) / 8) * _smoothstep((anat.gonial_y - 8 - y) / 10)
+    inner = 1 - band
+    att += mand * ((trab_level - 0.05 * ramus) * (0.8 + 0.2 * inner) + 0.09 * tex * inner)
 
     # thin generic cortex on the rest of the outline (ramus, condyle, crest)
     edge = cv2.distanceTransform((mand > 0.5).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) * mm
-    rim = mand * (1 - _smoothstep((edge - 1.0) / 0.8)) * (1 - in_body * _smoothstep((6 - d) / 2))
-    att += 0.20 * rim
+    rim = mand * (1 - _smoothstep((edge - 1.0) / 0.8))
+    rim[r0:r1] *= 1 - in_body * _smoothstep((6 - d) / 2)
+    rim[r1:] *= 1 - in_body
+    att += 0.12 * rim
 
-    # border-aligned noise (streaks along the border) for residues and pores
-    map_u = ((x + 130) / 0.32).astype(np.float32)
+    # inferior-border cortex; border-aligned noise (streaks along the border) for pores/residues
+    map_u = np.broadcast_to(((xs + 130) / 0.32).astype(np.float32), d.shape)
     map_v = (np.clip(d, -2, 16) / 0.22 + 10).astype(np.float32)
     bn_shape = (96, 1024)
-    pores = np.zeros_like(band)
+    sub = att[r0:r1]
+    cortex_density = 0.26 - 0.04 * grade * (0.5 + 0.5 * strength)
     if grade >= 2:  # porous cortex
         bn2 = cv2.remap(_bandpass_noise(rng, bn_shape, 0.8, 2.5), map_u, map_v, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REFLECT)  # fmt: skip
-        pores = _smoothstep((bn2 - 0.45) / 0.5) * env
-    cortex_density = 0.26 - 0.04 * grade * (0.5 + 0.5 * strength)
-    att += cortex_density * band * (1 - 0.7 * pores)
+        sub += cortex_density * band[r0:r1] * (1 - 0.7 * _smoothstep((bn2 - 0.45) / 0.5) * env)
+    else:
+        sub += cortex_density * band[r0:r1]
     if grade >= 1:  # endosteal cortical residues just above the margin
         bn = cv2.remap(_bandpass_noise(rng, bn_shape, 1.0, 3.0), map_u, map_v, cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REFLECT)  # fmt: skip
         zone = _smoothstep((d - w_eff - 0.2) / 0.3) * (1 - _smoothstep((d - w_eff - 1.2 * grade - 0.8) / 1.5))
-        resid = _smoothstep((bn - (0.9 - 0.3 * grade)) / 0.5) * zone * env * in_body
-        att += 0.16 * (0.6 + 0.4 * grade) * resid * mand
+        resid = _smoothstep((bn - (0.9 - 0.3 * grade)) / 0.5) * zone * (env * in_body)
+        sub += 0.16 * (0.6 + 0.4 * grade) * resid * mand[r0:r1]
 
-    # mental foramina and mandibular canals
+    # mental foramina (small dark ovals above the sites) and mandibular canals
     for side in (-1, 1):
-        (px_, py_), n = anat.site(side)
-        h = anat.foramen_h[0 if side < 0 else 1]
-        fx, fy = px_ + n[0] * h, py_ + n[1] * h
-        fo = np.exp(-(((x - fx) / (1.7 * anat.k)) ** 2 + ((y - fy) / (1.3 * anat.k)) ** 2) ** 2)
-        att -= 0.10 * fo
-        cxs = np.linspace(fx, side * (anat.gonial_x - 14 * anat.k), 30)
-        cys = fy + (cxs - fx) ** 2 / (side * (anat.gonial_x - 14 * anat.k) - fx) ** 2 * (-22 * anat.k) + 4 * anat.k * np.sin(
-            np.linspace(0, np.pi, 30)
-        )
-        canal = np.zeros(raster.shape, np.float32)
-        p = np.round(raster.px(np.stack([cxs, cys], 1)) * 16).astype(np.int32)
-        cv2.polylines(canal, [p], False, 1.0, max(1, int(round(2.6 * anat.k / mm))), cv2.LINE_AA, 4)
-        canal = cv2.GaussianBlur(canal, (0, 0), 0.6 / mm)
-        att -= 0.04 * canal * mand
+        p, n = anat.site(side)
+        fx, fy = p + n * anat.foramen_h[0 if side < 0 else 1]
+        t = np.linspace(0, 2 * np.pi, 24)
+        _poly(att, raster, np.stack([fx + 1.6 * k * np.cos(t), fy + 1.2 * k * np.sin(t)], 1), -0.07)
+        end_x = side * (anat.gonial_x - 14 * k)
+        cxs = np.linspace(fx, end_x, 30)
+        cys = fy - 22 * k * ((cxs - fx) / (end_x - fx)) ** 2 + 4 * k * np.sin(np.linspace(0, np.pi, 30))
+        _stroke(att, raster, np.stack([cxs, cys], 1), 2.6 * k, -0.04, 0.6)
 
     att += _teeth_layer(raster, anat, patient, rng)
+    att = cv2.GaussianBlur(att, (0, 0), 0.25)  # the foramen polygon etc. are not pixel-sharp
 
-    cortex_mask = (band * (mand > 0.5)) > 0.5
-    return att, (mand > 0.5).astype(np.float32), cortex_mask.astype(np.float32), anat, raster
+    cortex_mask = ((band > 0.5) & (mand > 0.5)).astype(np.float32)
+    return att, (mand > 0.5).astype(np.float32), cortex_mask, anat, raster
 
 
 def _field_matrices(raster: Raster, acq: dict[str, float], width: int, height: int):
