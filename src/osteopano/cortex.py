@@ -155,7 +155,7 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     pixels = ct.normalise(np.asarray(image.pixels, dtype=np.float32))
     h, w = pixels.shape
     work_spacing = spacing if spacing is not None else ASSUMED_FIELD_HEIGHT_MM / h
-    midline = w / 2.0
+    midline = ct.find_midline(pixels, work_spacing)
     # Image left half = patient's right.
     right = _measure_side(pixels, work_spacing, midline, -1, "right")
     left = _measure_side(pixels, work_spacing, midline, +1, "left")
@@ -194,11 +194,18 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
                              threshold_mm, image.path, notes)
 
 
-def _measure_side(pixels: np.ndarray, spacing: float, midline: float, direction: int, name: str) -> SideMeasurement:
+def _measure_side(pixels: np.ndarray, spacing: float, midline: ct.Midline, direction: int,
+                  name: str) -> SideMeasurement:
     """Trace, read the band and measure one side; ``direction`` -1 = image left half."""
     out = SideMeasurement(side=name)
-    trace = ct.trace_border(pixels, spacing, midline, direction)
+    h = pixels.shape[0]
+    x_low = midline.x0 + np.tan(midline.tilt_rad) * (0.8 * h - midline.y0)  # midline near the border
+    trace = ct.trace_border(pixels, spacing, x_low, direction)
     if trace is None or len(trace.xy) < 10:
+        return out
+    prof, t = ct.profiles(pixels, trace, spacing)
+    trace = ct.refine_trace(trace, ct.read_band(prof, t), spacing)
+    if trace is None:
         return out
     prof, t = ct.profiles(pixels, trace, spacing)
     band = ct.read_band(prof, t)
@@ -206,7 +213,7 @@ def _measure_side(pixels: np.ndarray, spacing: float, midline: float, direction:
     outer_t = _fill(band.outer_t, valid)
     out.border = trace.xy + trace.normals * (outer_t / spacing)[:, None]
     out.endosteal = (trace.xy + trace.normals * (band.inner_t / spacing)[:, None])[valid]
-    idx, method = _find_site(pixels, trace, band, spacing, midline)
+    idx, method = _find_site(pixels, trace, spacing, np.abs(midline.horizontal_distance(trace.xy)) * spacing)
     out.site_method = method
     near = np.abs(trace.arc_mm - trace.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
     ok = near & valid
@@ -234,13 +241,13 @@ def _fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.interp(i, i[valid], values[valid])
 
 
-def _find_site(pixels: np.ndarray, trace: ct.Trace, band: ct.Band, spacing: float, midline: float) -> tuple[int, str]:
-    """Index on the trace of the measurement site, and how it was found."""
-    found = ct.find_foramen(pixels, trace, spacing, midline)
+def _find_site(pixels: np.ndarray, trace: ct.Trace, spacing: float, dist_mm: np.ndarray) -> tuple[int, str]:
+    """Index on the trace of the measurement site, and how it was found: below a clearly visible
+    mental foramen, else at ``SITE_FROM_MIDLINE_MM`` from the symmetry axis."""
+    found = ct.find_foramen(pixels, trace, spacing, dist_mm)
     if found is not None:
         return found[0], "mental_foramen"
-    dist = np.abs(trace.xy[:, 0] - midline) * spacing
-    return int(np.argmin(np.abs(dist - SITE_FROM_MIDLINE_MM))), "fixed_distance"
+    return int(np.argmin(np.abs(dist_mm - SITE_FROM_MIDLINE_MM))), "fixed_distance"
 
 
 def _erosion(trace: ct.Trace, band: ct.Band, idx: int) -> tuple[float, float, float]:

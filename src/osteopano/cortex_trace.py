@@ -25,13 +25,16 @@ EDGE_SATURATION = 0.5     # edge strength (fraction of the image's 99.5th percen
 DEPTH_BONUS = 0.3         # DP reward for lying low in the searched rows (0 at the top, this at the bottom)
 MAX_SLOPE = 2             # DP: at most this many working rows per working column
 SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
-BORDER_STEP_MM = 0.5      # spacing of the border polyline points used for profiles
+BORDER_STEP_MM = 0.5
+NORMAL_SMOOTH_MM = 3.0    # the border is smoothed at this scale before taking normals
+REFINE_SMOOTH_MM = 1.5    # smoothing of the measured periosteal edge along the border      # spacing of the border polyline points used for profiles
 PROFILE_RANGE_MM = (-3.0, 10.0)  # profile extent along the normal (negative = below the border)
 PROFILE_STEP_MM = 0.05
 PROFILE_SIGMA_MM = 0.12   # smoothing of each profile
 OUTER_SEARCH_MM = 1.6     # the outer (periosteal) edge is searched within this of the traced border
 EDGE_MAX_STEP_MM = 0.4    # band edges move at most this between neighbouring border points
 EDGE_PENALTY = 0.003      # per squared profile sample of edge movement
+INNER_DECAY_MM = 6.0      # the endosteal step's reward halves every ~3.5 mm further in
 MIN_WIDTH_MM, MAX_WIDTH_MM = 0.5, 9.0  # a cortical band outside this is not accepted
 
 
@@ -139,11 +142,26 @@ def _resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, streng
     arc = np.concatenate([[0.0], np.cumsum(seg)])
     s = np.arange(0.0, arc[-1], step_px)
     pts = np.column_stack([np.interp(s, arc, xy[:, 0]), np.interp(s, arc, xy[:, 1])])
-    tan = np.gradient(ndimage.gaussian_filter1d(pts, 2.0, axis=0), axis=0)
+    tan = np.gradient(ndimage.gaussian_filter1d(pts, NORMAL_SMOOTH_MM / (step_px * spacing_mm), axis=0,
+                                                mode="nearest"), axis=0)
     tan /= np.linalg.norm(tan, axis=1, keepdims=True)
     normals = np.column_stack([tan[:, 1], -tan[:, 0]])
     normals[normals[:, 1] > 0] *= -1  # into the bone = upwards in the image
     return Trace(xy=pts, normals=normals, arc_mm=s * spacing_mm, edge_strength=strength)
+
+
+def refine_trace(trace: Trace, band: Band, spacing_mm: float) -> Trace | None:
+    """Move the trace onto the measured periosteal edge (smoothed along the border) and recompute
+    the normals from it, so that widths are read perpendicular to the real border even where the
+    coarse trace wiggles. ``None`` when too few profiles showed a band."""
+    valid = np.isfinite(band.outer_t)
+    if valid.sum() < max(5, 0.2 * valid.size):
+        return None
+    i = np.arange(valid.size)
+    outer = np.interp(i, i[valid], band.outer_t[valid])
+    xy = trace.xy + trace.normals * (outer / spacing_mm)[:, None]
+    xy = ndimage.gaussian_filter1d(xy, REFINE_SMOOTH_MM / BORDER_STEP_MM, axis=0, mode="nearest")
+    return _resample_polyline(xy, BORDER_STEP_MM / spacing_mm, spacing_mm, trace.edge_strength)
 
 
 def profiles(pixels: np.ndarray, trace: Trace, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -198,6 +216,9 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     rel = io[:, None] + np.arange(k0, k1 + 1)[None, :]
     inside = rel < t.size
     reward = np.where(inside, np.clip(-d[np.arange(n)[:, None], np.minimum(rel, t.size - 1)] / scale, 0, 1), 0)
+    # Prefer the first clear drop going inward (the margin of the solid cortex) over endosteal
+    # residues and trabecular edges further in.
+    reward *= np.exp(-np.arange(k0, k1 + 1) * step / INNER_DECAY_MM)[None, :]
     ii = io + k0 + dp_path(-reward.T, max_step, penalty)
 
     outer = np.full(n, np.nan)
@@ -225,12 +246,12 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
 
 
 FORAMEN_HEIGHT_MM = (7.0, 17.0)      # the mental foramen lies this far above the inferior border
-FORAMEN_FROM_MIDLINE_MM = (24.0, 58.0)  # ... and this far (horizontally) from the midline
+FORAMEN_FROM_MIDLINE_MM = (30.0, 50.0)  # ... and this far (horizontally) from the midline
 FORAMEN_SIGMA_MM = 1.0               # Hessian scale matched to a 2-4 mm dark oval
 FORAMEN_MIN_Z = 4.5                  # robust z-score a dark blob needs to count as the foramen
 
 
-def find_foramen(pixels: np.ndarray, trace: Trace, spacing_mm: float, midline_x: float) -> tuple[int, float] | None:
+def find_foramen(pixels: np.ndarray, trace: Trace, spacing_mm: float, dist_mm: np.ndarray) -> tuple[int, float] | None:
     """Index of the border point below the mental foramen and the blob's robust z-score.
 
     The bone above the border is straightened (columns = border points, rows = height along the
@@ -238,11 +259,11 @@ def find_foramen(pixels: np.ndarray, trace: Trace, spacing_mm: float, midline_x:
     eigenvalue of the Hessian, which is large only where the intensity dips in every direction
     (a round hole, not the elongated gaps between roots or the mandibular canal). ``None`` when
     no blob stands out clearly from the trabecular texture (a fallback site is used then).
+    ``dist_mm`` is each border point's distance from the midline.
     """
     from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 
-    dist = np.abs(trace.xy[:, 0] - midline_x) * spacing_mm
-    cols = np.nonzero((dist >= FORAMEN_FROM_MIDLINE_MM[0]) & (dist <= FORAMEN_FROM_MIDLINE_MM[1]))[0]
+    cols = np.nonzero((dist_mm >= FORAMEN_FROM_MIDLINE_MM[0]) & (dist_mm <= FORAMEN_FROM_MIDLINE_MM[1]))[0]
     if cols.size < 10:
         return None
     step = BORDER_STEP_MM

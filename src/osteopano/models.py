@@ -105,7 +105,8 @@ class Classifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         layers: list[nn.Module] = []
-        width = backbone.num_features
+        # pooled feature width (MobileNetV3's conv head widens num_features 960 -> head_hidden_size 1280)
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         for h in hidden:
             layers += [nn.Dropout(dropout), nn.Linear(width, h), nn.ReLU(inplace=True)]
             width = h

@@ -6,15 +6,15 @@ Results on it are synthetic and never clinical evidence.
 Latent model (per patient; both images of a patient share it)
 --------------------------------------------------------------
 * ``age`` ~ U(45, 85) years; ``sex`` female with probability 0.8 (screening populations).
-* ``tscore`` (DXA, lowest site) ~ N(mu, 1.0) with mu = -0.95 - 0.05 (age - 45) for women and
+* ``tscore`` (DXA, lowest site) ~ N(mu, 1.0) with mu = -1.15 - 0.05 (age - 45) for women and
   0.9 higher for men. ``label`` = ``osteoporosis`` when tscore <= -2.5, else ``normal``
   (about a third osteoporosis at defaults).
-* Endosteal erosion ``e`` = -0.55 tscore + N(0, 0.75): the jaw follows the skeleton only loosely.
-* Mandibular cortical width at the mental-foramen site ``w`` = 4.55 - 0.62 e + N(0, 0.38) mm,
-  clipped to [1.6, 6.0]; left and right differ by a few per cent. The oracle AUC of -MCW for the
-  DXA label therefore lands near 0.8, not 1.0.
-* Klemetti class from ``e + N(0, 0.35)`` cut at fixed thresholds (about 45 % C1, 35 % C2, 20 % C3).
-  It is drawn in the pixels: C1 an even, sharp endosteal margin; C2 semilunar lacunae and
+* Endosteal erosion ``e`` = -0.55 tscore + N(0, 0.7): the jaw follows the skeleton only loosely.
+* Mandibular cortical width at the mental-foramen site ``w`` = 4.75 - 0.75 e + N(0, 0.3) mm,
+  clipped to [1.6, 6.0]; left and right differ by ~5 % (N(0, 0.05) relative). The oracle AUC
+  of -MCW for the DXA label is therefore about 0.8, not 1.0.
+* Klemetti class from ``e + N(0, 0.25)`` cut at 0.94 and 1.89 (about 45 % C1, 35 % C2, 20 % C3;
+  mean MCW about 4.6, 3.7 and 3.0 mm). The class is drawn in the pixels: C1 an even, sharp endosteal margin; C2 semilunar lacunae and
   endosteal cortical residues; C3 heavy residues and porous cortex (streaks through the cortex).
   Erosion covers most of the mandibular body on both sides (from the canine region to the
   angle), so it survives downscaling to 224 x 224; eroded cortices are also thinner and less
@@ -26,9 +26,10 @@ Anatomy is defined in millimetres (origin mid-field, x right, y down; a field is
 and scaled per patient. The inferior border of the mandibular body is the curve
 ``y = b(x)``; the cortex occupies the band 0 <= d <= w(x) where d is the distance from the
 border into the bone (first-order perpendicular distance) and w(x) varies smoothly along the
-border, equal to the manifest MCW at the measurement site of each side. The site is the point of
-the inferior border straight below the mental foramen (drawn as a small dark oval); lacunae,
-residues and pores are kept 1.5 mm clear of it so that the true width there is well defined.
+border, equal to the manifest MCW at the measurement site of each side. The site is a point of
+the inferior border (x ~ +-36-43 mm); the mental foramen (a small dark oval) lies on the border
+normal through it, 10.5-13.5 mm up. Lacunae, residues and pores are kept 1.5 mm clear of the
+site so that the true width there is well defined.
 The patient's right is on the image's left (radiographic convention).
 
 Everything is drawn into an anatomy raster (numpy/OpenCV: analytic cortex, polygons for the
@@ -38,8 +39,9 @@ skull, sinuses, airway, spine ghost and hyoid), then an acquisition is simulated
 shift, exposure (exponential transfer), gamma, contrast, brightness, detector blur and
 Poisson-like + Gaussian noise. Manifest site coordinates and normals refer to the final image.
 
-Randomness: ``np.random.SeedSequence(seed)`` spawns one child per patient (anatomy) and per
-image (acquisition), so the same seed gives byte-identical files whatever the worker count.
+Randomness: ``np.random.SeedSequence(seed)`` has one child per patient (truth and anatomy) and
+per image (acquisition and noise), so the same seed gives byte-identical files whatever the
+worker count.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from osteopano.fileio import atomic_write_text
 ASPECT = 0.4875  # height / width of the output image (1600 -> 780)
 RASTER_HALF_MM = (170.0, 92.0)  # anatomy raster covers x in [-170, 170], y in [-92, 92] mm
 RASTER_MM_PER_WIDTH = 300.0  # raster spacing = 300 mm / image width (independent of the acquisition)
-KLEMETTI_CUTS = (0.55, 1.72)  # erosion thresholds C1 | C2 | C3
+KLEMETTI_CUTS = (0.94, 1.89)  # erosion thresholds C1 | C2 | C3
 TWO_IMAGE_FRACTION = 0.18  # share of patients imaged twice
 FORMATS = ("png", "dicom")
 
@@ -79,6 +81,12 @@ MANIFEST_COLUMNS = BASE_COLUMNS + tuple(f"acq_{k}" for k in ACQ_KEYS)
 
 
 # ----------------------------------------------------------------------------- latent model
+
+
+def _child(seq: np.random.SeedSequence, i: int) -> np.random.SeedSequence:
+    """The i-th child of ``seq``, like ``seq.spawn`` but stateless (spawn counts its calls, so
+    re-deriving a patient from a shared SeedSequence would silently give another patient)."""
+    return np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, i))
 
 
 @dataclass
@@ -103,15 +111,15 @@ class Patient:
 
 def sample_patient(seq: np.random.SeedSequence, patient_id: str) -> Patient:
     """Draw one patient's age, sex, T-score, erosion, Klemetti class and cortical widths."""
-    truth_seq, anatomy_seq = seq.spawn(2)
+    truth_seq, anatomy_seq = _child(seq, 0), _child(seq, 1)
     rng = np.random.default_rng(truth_seq)
     age = float(rng.uniform(45, 85))
     sex = "F" if rng.random() < 0.8 else "M"
-    mu = -0.95 - 0.05 * (age - 45) + (0.9 if sex == "M" else 0.0)
+    mu = -1.15 - 0.05 * (age - 45) + (0.9 if sex == "M" else 0.0)
     tscore = float(np.clip(rng.normal(mu, 1.0), -5.0, 2.5))
-    erosion = -0.55 * tscore + rng.normal(0, 0.75)
-    width = float(np.clip(4.55 - 0.62 * erosion + rng.normal(0, 0.38), 1.6, 6.0))
-    grade = erosion + rng.normal(0, 0.35)
+    erosion = -0.55 * tscore + rng.normal(0, 0.7)
+    width = float(np.clip(4.75 - 0.75 * erosion + rng.normal(0, 0.3), 1.6, 6.0))
+    grade = erosion + rng.normal(0, 0.25)
     klemetti = "C1" if grade < KLEMETTI_CUTS[0] else "C2" if grade < KLEMETTI_CUTS[1] else "C3"
     asym = rng.normal(0, 0.05)
     return Patient(
@@ -131,10 +139,10 @@ def sample_patient(seq: np.random.SeedSequence, patient_id: str) -> Patient:
 def sample_acquisition(rng: np.random.Generator) -> dict[str, float]:
     """Random acquisition parameters (field of view, pose, exposure, detector) of one image."""
     return {
-        "fov_mm": float(rng.uniform(272, 318)),
+        "fov_mm": float(rng.uniform(285, 320)),
         "rotation_deg": float(rng.uniform(-3, 3)),
         "shift_x_mm": float(rng.uniform(-7, 7)),
-        "shift_y_mm": float(rng.uniform(-5, 5)),
+        "shift_y_mm": float(rng.uniform(-6, 2)),
         "exposure": float(rng.uniform(1.3, 2.3)),
         "gamma": float(rng.uniform(0.8, 1.25)),
         "contrast": float(rng.uniform(0.85, 1.1)),
@@ -192,14 +200,14 @@ class Anatomy:
 def sample_anatomy(rng: np.random.Generator, k: float) -> Anatomy:
     return Anatomy(
         k=k,
-        chin_y=k * rng.uniform(59, 66),
+        chin_y=k * rng.uniform(54, 59),
         gonial_x=k * rng.uniform(95, 103),
         gonial_y=k * rng.uniform(12, 22),
         power=float(rng.uniform(2.2, 2.8)),
         site_x=(k * rng.uniform(36, 43), k * rng.uniform(36, 43)),
         foramen_h=(k * rng.uniform(10.5, 13.5), k * rng.uniform(10.5, 13.5)),
         occ_y=k * rng.uniform(9, 14),
-        occ_rise=k * rng.uniform(13, 19),
+        occ_rise=k * rng.uniform(8, 13),
     )
 
 
@@ -262,47 +270,55 @@ def _resize(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 
 def _skull_layer(raster: Raster, anat: Anatomy, rng: np.random.Generator) -> np.ndarray:
-    """Low-frequency structures drawn at 1/4 resolution and blurred: soft tissue, maxilla, palate,
-    sinuses, nasal cavity, zygomatic arches, airway, spine ghost, hyoid, lateral spine."""
-    f = 4
-    lo = Raster.make(raster.mm * f)
+    """Structures drawn at half resolution: broad masses (blurred ~4 mm: midface, skull base,
+    sinuses, airway, tongue, spine ghost) and fine bony edges (blurred ~0.5 mm: sinus walls,
+    palate, zygomatic arches, nasal septum, glenoid fossae, hyoid, lateral cervical spine)."""
     k = anat.k
-    c = np.zeros(lo.shape, np.float32)
+    lo, lo_broad = Raster.make(raster.mm * 2), Raster.make(raster.mm * 8)
+    fine = np.zeros(lo.shape, np.float32)
+    broad = np.zeros(lo_broad.shape, np.float32)
+    grids = {id(fine): lo, id(broad): lo_broad}
 
-    def ell(cx, cy, ax, ay, val, angle=0.0, thick=-1):
-        centre = tuple(int(v) for v in np.round(lo.px([cx * k, cy * k]) * 16))
-        axes = (int(round(ax * k / lo.mm * 16)), int(round(ay * k / lo.mm * 16)))
+    def ell(c, cx, cy, ax, ay, val, angle=0.0, thick=-1.0, a0=0, a1=360):
+        g = grids[id(c)]
+        centre = tuple(int(v) for v in np.round(g.px([cx * k, cy * k]) * 16))
+        axes = (int(round(ax * k / g.mm * 16)), int(round(ay * k / g.mm * 16)))
+        t = -1 if thick < 0 else max(1, int(round(thick * k / g.mm)))
         layer = np.zeros_like(c)
-        t = thick if thick < 0 else max(1, int(round(thick * k / lo.mm)))
-        cv2.ellipse(layer, centre, axes, angle, 0, 360, 1.0, t, cv2.LINE_AA, 4)
-        c[...] += val * layer
+        cv2.ellipse(layer, centre, axes, angle, a0, a1, 1.0, t, cv2.LINE_AA, 4)
+        c += val * layer
 
-    def line(pts, val, thick):
+    def line(c, pts, val, thick):
+        g = grids[id(c)]
         layer = np.zeros_like(c)
-        p = np.round(lo.px(np.asarray(pts) * k) * 16).astype(np.int32)
-        cv2.polylines(layer, [p], False, 1.0, max(1, int(round(thick * k / lo.mm))), cv2.LINE_AA, 4)
-        c[...] += val * layer
+        q = np.round(g.px(np.asarray(pts, dtype=np.float64) * k) * 16).astype(np.int32)
+        cv2.polylines(layer, [q], False, 1.0, max(1, int(round(thick * k / g.mm))), cv2.LINE_AA, 4)
+        c += val * layer
 
     j = lambda s: float(rng.normal(0, s))  # noqa: E731 - small anatomical jitter
-    ell(0, -42, 100 + j(3), 40 + j(2), 0.16)  # maxilla / midface
-    ell(0, -75, 150, 30, 0.10)  # skull base / orbits region
+    ell(broad, 0, -45, 105 + j(3), 38 + j(2), 0.13)  # maxilla / midface
+    ell(broad, 0, -85, 175, 38, 0.14)  # skull base, orbits
+    ell(broad, 0, -2, 70, 16, 0.08)  # tongue
+    ell(broad, 0, 50, 24, 60, 0.13)  # spine ghost
+    ell(broad, 0, -60, 14, 18, -0.14)  # nasal cavity
+    line(broad, [(-60, -13), (-25, -8), (25, -8), (60, -13)], -0.06, 4)  # palatoglossal air space
+    line(fine, [(0, -80), (0, -40)], 0.05, 1.5)  # nasal septum
+    line(fine, [(-64, -25), (-30, -29 + j(1)), (0, -30), (30, -29 + j(1)), (64, -25)], 0.12, 4)  # hard palate
     for sx in (-1, 1):
-        ell(sx * (48 + j(2)), -47 + j(2), 25 + j(2), 15 + j(1.5), -0.13)  # maxillary sinus
-        ell(sx * 48, -47, 25, 15, 0.09, thick=1.4)  # sinus wall
-        line([(sx * 62, -55), (sx * 100, -52 + j(2)), (sx * 140, -40)], 0.16, 7)  # zygomatic arch
-        ell(sx * (104 + j(2)), 15, 7, 55, -0.10, angle=sx * 6)  # pharyngeal airway over ramus
-        ell(sx * (86 + j(3)), 63 + j(3), 13, 3.5, 0.22, angle=sx * -10)  # hyoid
-        for i in range(4):  # lateral cervical spine / skull
-            ell(sx * (148 + 2 * i), -10 + 22 * i, 11, 8, 0.12)
-        ell(sx * 115, -62, 12, 7, 0.10)  # articular eminence
-    ell(0, -58, 15, 20, -0.16)  # nasal cavity
-    line([(0, -78), (0, -35)], 0.10, 2)  # nasal septum
-    line([(-62, -26), (-30, -30), (0, -31), (30, -30), (62, -26)], 0.24, 4.5)  # hard palate
-    line([(-58, -12), (-25, -6), (25, -6), (58, -12)], -0.08, 5)  # palatoglossal air space
-    ell(0, 45, 20, 45, 0.20)  # spine ghost
-    c = cv2.GaussianBlur(c, (0, 0), 2.2 / lo.mm * k)
-    c += 0.012 * _bandpass_noise(rng, lo.shape, 1.5 / lo.mm, 8 / lo.mm)  # bony clutter
-    return _resize(c, raster.shape)
+        cx, cy = sx * (50 + j(2)), -48 + j(2)
+        ax_, ay_ = 27 + j(2), 16 + j(1.5)
+        ell(broad, cx, cy, ax_, ay_, -0.12)  # maxillary sinus
+        ell(fine, cx, cy, ax_, ay_, 0.06, thick=0.9, a0=10, a1=200)  # its floor and walls
+        ell(fine, sx * 16, -55, 9, 5, 0.05)  # inferior turbinate
+        line(fine, [(sx * 58, -60), (sx * 95, -56 + j(2)), (sx * 128, -53), (sx * 150, -45)], 0.08, 5)  # zygoma
+        ell(broad, sx * (105 + j(2)), 12, 7, 60, -0.10, angle=sx * 6)  # pharyngeal airway over ramus
+        ell(fine, sx * (87 + j(3)), 64 + j(3), 13, 3, 0.1, angle=sx * -10)  # hyoid
+        ell(fine, sx * (anat.gonial_x / k + 12), -46, 11, 9, 0.08, thick=1.2, a0=180, a1=360)  # glenoid fossa
+        ell(broad, sx * 160, 10, 18, 80, 0.08)  # lateral cervical spine / skull
+    broad = _resize(cv2.GaussianBlur(broad, (0, 0), 4.0 * k / lo_broad.mm), lo.shape)
+    fine = cv2.GaussianBlur(fine, (0, 0), 0.9 * k / lo.mm)
+    out = broad + fine + 0.006 * _bandpass_noise(rng, lo.shape, 1.5 / lo.mm, 8 / lo.mm)  # bony clutter
+    return _resize(out, raster.shape)
 
 
 def _soft_tissue(raster: Raster, anat: Anatomy) -> np.ndarray:
@@ -328,12 +344,12 @@ def _mandible_polygon(anat: Anatomy, side_jitter: np.ndarray) -> np.ndarray:
         head = np.stack([gx + 11 * k + jx + 8 * k * np.cos(phi), -43 * k + jy - 6 * k * np.sin(phi)], 1)
         rest = [(gx + 1 * k, -34 * k + jy), (gx - 6 * k, -29 * k), (gx - 14 * k, -33 * k),
                 (gx - 20 * k, -43 * k + jy), (gx - 24 * k, -42 * k + jy), (gx - 26 * k, -28 * k),
-                (gx - 27 * k, -10 * k), (gx - 27 * k, -2 * k)]  # fmt: skip
+                (gx - 27 * k, -10 * k), (gx - 29 * k, 0.0), (gx - 32 * k, float(anat.crest(gx - 32 * k)) - 2 * k)]  # fmt: skip
         pts = np.vstack([post, head, rest])
         pts[:, 0] *= sx
         return pts if sx > 0 else pts[::-1]
 
-    xc = np.arange(72 * k, -72 * k - 0.1, -1.0)
+    xc = np.arange(gx - 34 * k, -(gx - 34 * k) - 0.1, -1.0)
     crest = np.stack([xc, anat.crest(xc)], 1)
     upper = _chaikin(np.vstack([ramus(1), crest, ramus(-1)]), 3)
     return np.vstack([lower, upper])
@@ -376,7 +392,7 @@ def _teeth_layer(raster: Raster, anat: Anatomy, patient: Patient, rng: np.random
         for sx in (-1, 1):
             pos = 0.4 * k
             for i, w0 in enumerate(widths[jaw]):
-                w = w0 * k * rng.uniform(0.95, 1.05)
+                w = 1.12 * w0 * k * rng.uniform(0.95, 1.05)
                 xc = sx * (pos + w / 2)
                 pos += w + rng.uniform(-0.3, 0.5) * k
                 missing = rng.random() < p_missing * (1.6 if i >= 5 else 0.7)
@@ -415,12 +431,15 @@ def _draw_tooth(canvas, raster, anat, rng, xc, w, jaw, i, sx) -> None:
             um = (u0 + u1) / 2
             ru = np.array([u0 * hw - grow / 2, (um + lean - 0.15) * hw - grow / 3,
                            (um + lean + 0.15) * hw + grow / 3, u1 * hw + grow / 2])  # fmt: skip
-            rv = np.array([hc * 0.9, hc + lr + grow / 2, hc + lr + grow / 2, hc * 0.9])
+            mid = 0.62 * np.array([u0 * hw - grow / 2, u1 * hw + grow / 2]) + 0.38 * (um + lean) * hw
+            ru = np.array([ru[0], mid[0], ru[1], ru[2], mid[1], ru[3]])
+            rv = np.array([hc * 0.9, hc + 0.6 * lr, hc + lr + grow / 2, hc + lr + grow / 2, hc + 0.6 * lr, hc * 0.9])
             fill(ru, rv, value)
     fill(cu, cv, 0.4)  # enamel cap (over dentin)
     fill(cu * 0.8, np.clip(cv, 0.1 * hc, None) + 0.1 * hc, -0.07)  # dentin core
     if i >= 4 and rng.random() < 0.12:  # amalgam restoration
-        fill(np.array([-0.5, 0.5, 0.45, -0.45]) * hw, np.array([0.0, 0.0, 0.5, 0.5]) * hc, 0.8)
+        t = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        fill(0.45 * hw * np.cos(t) * (1 + 0.1 * np.sin(3 * t)), hc * (0.25 + 0.22 * np.sin(t)), 0.8)
     for u0, u1, lean in roots:  # pulp chamber and canals
         um = (u0 + u1) / 2
         fill(np.array([um - 0.12, um + lean - 0.04, um + lean + 0.04, um + 0.12]) * hw,
@@ -468,11 +487,13 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
     att = _soft_tissue(raster, anat) + _skull_layer(raster, anat, rng)
 
     # maxillary alveolar bone around the upper roots, with its own trabecular texture
-    up = anat.occlusal(x) - 9.0 * k
-    maxilla = _smoothstep((up - y) / 3.0) * _smoothstep((y - (up - 28 * k)) / 10.0)
-    maxilla *= _smoothstep((78 * k - np.abs(x)) / 8.0)
-    tex_max = _resize(np.exp(-((_bandpass_noise(rng, half, 0.25 / mm, 1.25 / mm) / 0.4) ** 2)), raster.shape)
-    att += maxilla * (0.08 + 0.05 * tex_max)
+    up = anat.occlusal(xs) - 9.0 * k
+    m0, m1 = int(np.searchsorted(ys, up.min() - 40 * k)), int(np.searchsorted(ys, up.max() + 1))
+    ym = ys[m0:m1, None]
+    maxilla = _smoothstep((up - ym) / 3.0) * _smoothstep((ym - (up - 28 * k)) / 10.0)
+    maxilla *= _smoothstep((78 * k - np.abs(xs)) / 8.0)
+    tex_max = np.exp(-((_bandpass_noise(rng, half, 0.25 / mm, 1.25 / mm) / 0.4) ** 2))
+    att[m0:m1] += maxilla * (0.08 + 0.05 * _resize(tex_max, raster.shape)[m0:m1])
 
     # mandible outline
     jitter = rng.normal(0, 1.5, (2, 2)) * k
@@ -513,21 +534,33 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
     trab_level = float(np.clip(0.17 + 0.014 * t_lat, 0.11, 0.2))
     thick = float(np.clip(0.42 + 0.05 * t_lat, 0.2, 0.5))
     tex = _resize(np.exp(-((_bandpass_noise(rng, half, 0.22 / mm, 1.0 / mm) / thick) ** 2)), raster.shape)
-    ramus = _smoothstep((np.abs(x) - (anat.gonial_x - 24 * k)) / 8) * _smoothstep((anat.gonial_y - 8 - y) / 10)
+    ramus = _smoothstep((ax - (anat.gonial_x - 24 * k)) / 8)[None, :] * _smoothstep((anat.gonial_y - 8 - ys) / 10)[:, None]
     inner = 1 - band
-    att += mand * ((trab_level - 0.05 * ramus) * (0.8 + 0.2 * inner) + 0.09 * tex * inner)
+    # soft-edged fill except along the inferior border, where the edge must stay exact
+    sharp = np.zeros(raster.shape, np.float32)
+    sharp[r0:r1] = in_body * _smoothstep((9 - d) / 2)
+    sharp[r1:] = in_body
+    fill = _resize(cv2.GaussianBlur(_resize(mand, half), (0, 0), 0.5 / mm), raster.shape)
+    fill += sharp * (mand - fill)
+    crest = anat.crest(xs)
+    c0, c1 = int(np.searchsorted(ys, crest.min())), int(np.searchsorted(ys, crest.max() + 6 * k))
+    crest_fade = np.where(np.arange(raster.shape[0]) < c0, 0.55, 1.0).astype(np.float32)[:, None] * fill
+    crest_fade[c0:c1] = (0.55 + 0.45 * _smoothstep((ys[c0:c1, None] - crest) / (6 * k))) * fill[c0:c1]
+    att += crest_fade * ((trab_level - 0.05 * ramus) * (0.8 + 0.2 * inner) + 0.09 * tex * inner)
 
     # thin generic cortex on the rest of the outline (ramus, condyle, crest)
     edge = cv2.distanceTransform((mand > 0.5).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) * mm
-    rim = mand * (1 - _smoothstep((edge - 1.0) / 0.8))
+    rim = mand * np.clip((1.8 - edge) / 0.8, 0, 1)
+    c1 = int(np.searchsorted(ys, crest.max() + 5))
+    rim[:c1] *= 1 - _smoothstep((74 * k - ax) / 4) * _smoothstep((crest + 5 - ys[:c1, None]) / 2)
     rim[r0:r1] *= 1 - in_body * _smoothstep((6 - d) / 2)
     rim[r1:] *= 1 - in_body
     att += 0.12 * rim
 
     # inferior-border cortex; border-aligned noise (streaks along the border) for pores/residues
-    map_u = np.broadcast_to(((xs + 130) / 0.32).astype(np.float32), d.shape)
-    map_v = (np.clip(d, -2, 16) / 0.22 + 10).astype(np.float32)
-    bn_shape = (96, 1024)
+    map_u = np.broadcast_to(((xs + 130) / 0.5).astype(np.float32), d.shape)
+    map_v = (np.clip(d, -2, 16) / 0.1 + 25).astype(np.float32)
+    bn_shape = (220, 560)
     sub = att[r0:r1]
     cortex_density = 0.26 - 0.04 * grade * (0.5 + 0.5 * strength)
     if grade >= 2:  # porous cortex
@@ -541,7 +574,7 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
                        borderMode=cv2.BORDER_REFLECT)  # fmt: skip
         zone = _smoothstep((d - w_eff - 0.2) / 0.3) * (1 - _smoothstep((d - w_eff - 1.2 * grade - 0.8) / 1.5))
         resid = _smoothstep((bn - (0.9 - 0.3 * grade)) / 0.5) * zone * (env * in_body)
-        sub += 0.16 * (0.6 + 0.4 * grade) * resid * mand[r0:r1]
+        sub += 0.12 * (0.7 + 0.3 * grade) * resid * mand[r0:r1]
 
     # mental foramina (small dark ovals above the sites) and mandibular canals
     for side in (-1, 1):
@@ -600,7 +633,7 @@ def render(
         seq = rng_or_seed
     else:
         seq = np.random.SeedSequence(int(rng_or_seed))
-    patient_seq, acq_seq, noise_seq = seq.spawn(3)
+    patient_seq, acq_seq, noise_seq = (_child(seq, i) for i in range(3))
     if patient is None:
         patient = sample_patient(patient_seq, patient_id)
     if acquisition is None:
@@ -616,8 +649,9 @@ def render(
     # acquisition: exponential transfer, gamma, contrast/brightness, detector blur, noise
     a = acquisition
     img = (1 - np.exp(-a["exposure"] * np.clip(att, 0, None))) / (1 - math.exp(-a["exposure"] * 1.1))
-    img = np.clip(img, 0, 1) ** a["gamma"]
-    img = a["brightness"] + 0.04 + a["contrast"] * 0.92 * img
+    lo, hi = np.percentile(img[::4, ::4], [0.5, 99.7])  # the modality's automatic windowing
+    img = np.clip((img - lo) / (hi - lo), 0, 1) ** a["gamma"]
+    img = a["brightness"] + 0.04 + a["contrast"] * 0.9 * img
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), a["blur_px"])
     nrng = np.random.default_rng(noise_seq)
     img = img + a["noise_poisson"] * np.sqrt(np.clip(img, 0, None)) * nrng.standard_normal(img.shape, np.float32)
@@ -661,15 +695,15 @@ class _Job:
 def plan(n: int, seed: int) -> list[_Job]:
     """Assign n images to patients (~18 % of patients imaged twice) with their seeds."""
     root = np.random.SeedSequence(seed)
-    plan_seq, patients_seq = root.spawn(2)
+    plan_seq, patients_seq = _child(root, 0), _child(root, 1)
     rng = np.random.default_rng(plan_seq)
     jobs: list[_Job] = []
     pi = 0
     while len(jobs) < n:
-        pseq = np.random.SeedSequence(patients_seq.entropy, spawn_key=(*patients_seq.spawn_key, pi))
+        pseq = _child(patients_seq, pi)
         shots = 2 if (rng.random() < TWO_IMAGE_FRACTION and n - len(jobs) >= 2) else 1
         for shot in range(shots):
-            iseq = np.random.SeedSequence(pseq.entropy, spawn_key=(*pseq.spawn_key, 1000 + shot))
+            iseq = _child(pseq, 1000 + shot)
             jobs.append(_Job(f"phantom_{len(jobs):05d}", pi, iseq, pseq))
         pi += 1
     return jobs
@@ -707,17 +741,24 @@ def _write_one(args: tuple[_Job, str, int, str, bool, int]) -> dict[str, Any]:
 
 
 def _write_dicom_deterministic(path: Path, ph: PhantomImage, seed: int, stem: str) -> None:
-    """write_dicom with UIDs derived from the seed and file stem (no random or time UIDs)."""
+    """``imageio.write_dicom`` with UIDs derived from the seed and file stem instead of random
+    ones (write_dicom and pydicom's set_pixel_data draw fresh UIDs; they are swapped for
+    deterministic ones for the duration of the call), so the same seed gives identical bytes."""
+    from contextlib import ExitStack
     from unittest import mock
 
+    import pydicom.pixels.utils
     import pydicom.uid
 
     from osteopano.imageio import write_dicom
 
-    uids = iter(_uid(seed, stem, str(i)) for i in range(8))
-    with mock.patch.object(pydicom.uid, "generate_uid", lambda *a, **k: next(uids)):
-        write_dicom(path, ph.pixels, ph.pixel_spacing_mm, patient_id=ph.truth["patient_id"],
-                    StudyInstanceUID=_uid(seed, ph.truth["patient_id"], "study"))  # fmt: skip
+    uids = iter([_uid(seed, stem, str(i)) for i in range(8)])
+    study = _uid(seed, ph.truth["patient_id"], "study")
+    with ExitStack() as stack:
+        for module in (pydicom.uid, pydicom.pixels.utils):
+            stack.enter_context(mock.patch.object(module, "generate_uid", lambda *a, **k: next(uids)))
+        write_dicom(path, ph.pixels, ph.truth["pixel_spacing_mm"], patient_id=ph.truth["patient_id"],
+                    StudyInstanceUID=study)  # fmt: skip
 
 
 def generate(

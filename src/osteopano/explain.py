@@ -1,0 +1,164 @@
+"""Grad-CAM heatmaps on the full radiograph: where in the image the classifier looked.
+
+The network sees the radiograph squashed to S x S (``Preprocess``). Grad-CAM
+(the ``grad-cam`` library) is computed on that tensor for the positive class
+(or any class asked for), then the S x S map is resized straight back to the
+radiograph's own W x H: squashing is a plain resize, so its inverse is one too.
+
+The target layer is the last convolutional feature map the backbone makes
+before global pooling (``target_layer``), found by watching one forward pass,
+so any timm CNN works without a per-architecture table.
+
+Grad-CAM always runs in fp32 (autocast off), whatever precision training used.
+Overlays are uint8 H x W x 3 RGB (what PIL, matplotlib and the web page
+expect); ``save_overlay`` converts to OpenCV's BGR for ``cv2.imwrite``.
+
+torch and grad-cam are imported inside the functions that need them, so the
+overlay helpers also work on the torch-free ONNX path.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from osteopano.errors import ModelError, OsteopanoError
+from osteopano.fileio import atomic_path
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from osteopano.imageio import Radiograph
+
+PROBE_SIZE = 224  # input side used to find the target layer (a typical CNN ends 7x7 there)
+
+
+def _pixels(radiograph: Radiograph | np.ndarray) -> np.ndarray:
+    """A Radiograph's pixels (or the array itself) as float32 H x W in [0, 1]."""
+    pixels = np.asarray(getattr(radiograph, "pixels", radiograph), dtype=np.float32)
+    if pixels.ndim != 2 or pixels.size == 0:
+        raise ValueError(f"expected a 2-D grey radiograph, got shape {pixels.shape}")
+    return pixels
+
+
+def target_layer(model: nn.Module, input_size: int = PROBE_SIZE) -> nn.Module:
+    """The module making the model's last spatial feature map (the Grad-CAM target).
+
+    One no-grad forward pass of a blank ``input_size`` square with forward hooks on
+    every submodule; the answer is the last module to finish whose output is a
+    4-D (N, C, H, W) tensor with H, W > 1 - i.e. the last conv stage before global
+    pooling (EfficientNet: ``bn2`` = conv_head + BN + activation; MobileNetV3:
+    ``blocks``, since its ``conv_head`` comes after pooling). ModelError when
+    there is none (e.g. a vision transformer).
+    """
+    import torch
+
+    param = next(model.parameters())
+    seen: list[nn.Module] = []
+
+    def hook(module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and min(output.shape[-2:]) > 1:
+            seen.append(module)
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if m is not model]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, 3, input_size, input_size, dtype=param.dtype, device=param.device))
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ModelError(f"{type(model).__name__}: no convolutional feature map found for Grad-CAM "
+                         f"(input {input_size}x{input_size})")
+    return seen[-1]
+
+
+def _class_index(run_model: Any, target_class: int | str | None) -> int:
+    """The output index to explain: the positive class by default, else an index or a class name."""
+    classes = list(run_model.classes)
+    if target_class is None:
+        return int(getattr(run_model, "positive_index", len(classes) - 1))
+    if isinstance(target_class, str):
+        if target_class not in classes:
+            raise ModelError(f"unknown class {target_class!r} (the model's classes: {', '.join(classes)})")
+        return classes.index(target_class)
+    if not 0 <= int(target_class) < len(classes):
+        raise ModelError(f"class index {target_class} out of range (the model has {len(classes)} classes)")
+    return int(target_class)
+
+
+def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
+            target_class: int | str | None = None) -> np.ndarray:
+    """Grad-CAM of ``run_model`` (a ``training.RunModel``: ``.model``, ``.preprocess``,
+    ``.classes``, ``.positive_index``) on one radiograph.
+
+    Returns float32 (H, W) in [0, 1] at the radiograph's full resolution (all zeros
+    when nothing in the image raises the target class's score). ``target_class``:
+    None = the positive class, or a class index or name.
+    """
+    import torch
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    pixels = _pixels(radiograph)
+    index = _class_index(run_model, target_class)
+    model = run_model.model
+    if any(p.dtype != torch.float32 for p in model.parameters()):
+        model = copy.deepcopy(model).float()  # never change the caller's model
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(run_model.preprocess(pixels))[None]).to(device)
+    x.requires_grad_(True)  # gradients reach the feature map even when the weights are frozen
+    layer = target_layer(model, input_size=x.shape[-1])
+    was_training = model.training
+    cam = GradCAM(model=model, target_layers=[layer])  # puts the model in eval mode
+    try:
+        with torch.enable_grad(), torch.autocast(device.type, enabled=False):
+            small = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
+    finally:
+        cam.activations_and_grads.release()
+        model.train(was_training)
+    h, w = pixels.shape
+    full = cv2.resize(np.asarray(small, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.clip(full, 0.0, 1.0).astype(np.float32)
+
+
+def overlay(radiograph: Radiograph | np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """The grey radiograph with the heatmap in colour (OpenCV TURBO), uint8 (H, W, 3) RGB.
+
+    The radiograph is windowed to its 0.5-99.5 percentiles, as a viewer shows it.
+    The colour is blended in proportionally to the heat (weight ``alpha * heat``),
+    so cold regions keep the plain radiograph and the anatomy stays readable.
+    """
+    pixels = _pixels(radiograph)
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if heat.shape != pixels.shape:
+        raise ValueError(f"heatmap shape {heat.shape} differs from the radiograph's {pixels.shape}")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
+    lo, hi = np.percentile(pixels, [0.5, 99.5])
+    grey = np.clip((pixels - lo) / (hi - lo), 0, 1) if hi > lo else np.clip(pixels, 0, 1)
+    grey = np.repeat((grey * 255)[..., None], 3, axis=2)
+    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).round().astype(np.uint8), cv2.COLORMAP_TURBO),
+                          cv2.COLOR_BGR2RGB)
+    weight = (alpha * heat)[..., None]
+    blend = grey * (1.0 - weight) + colour.astype(np.float32) * weight
+    return np.clip(blend, 0, 255).round().astype(np.uint8)
+
+
+def save_overlay(path: str | Path, radiograph: Radiograph | np.ndarray, heatmap: np.ndarray,
+                 alpha: float = 0.4) -> Path:
+    """Write ``overlay(radiograph, heatmap, alpha)`` to ``path`` (PNG/JPEG by suffix), atomically."""
+    path = Path(path)
+    image = cv2.cvtColor(overlay(radiograph, heatmap, alpha), cv2.COLOR_RGB2BGR)
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), image):
+            raise OsteopanoError(f"{path}: OpenCV could not write an image with this suffix")
+    return path

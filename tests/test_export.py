@@ -1,0 +1,99 @@
+"""ONNX export: a checked, self-contained file that predicts like PyTorch, used without importing torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from screen_support import exported_onnx, run_cli, trained_run
+
+
+@pytest.fixture(scope="session")
+def screen_base(tmp_path_factory) -> Path:
+    base = tmp_path_factory.getbasetemp() / "screen"
+    base.mkdir(exist_ok=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def run(screen_base) -> Path:
+    return trained_run(screen_base)
+
+
+@pytest.fixture(scope="session")
+def onnx_file(run, screen_base) -> Path:
+    return exported_onnx(screen_base)
+
+
+def test_onnx_file_is_valid_and_self_describing(onnx_file, run):
+    import onnx
+
+    from osteopano import __version__
+    from osteopano.config import RunConfig
+
+    model = onnx.load(str(onnx_file))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    meta = {p.key: json.loads(p.value) for p in model.metadata_props}
+    cfg = RunConfig.load(run / "config.json")
+    assert meta["osteopano.preprocess"] == cfg.preprocess
+    assert meta["osteopano.classes"] == cfg.classes and meta["osteopano.positive"] == cfg.positive
+    assert meta["osteopano.threshold"]["value"] == cfg.threshold
+    assert meta["osteopano.threshold"]["rule"] == cfg.threshold_rule
+    assert meta["osteopano.version"] == __version__
+    assert meta["osteopano.card"]["model_id"] == meta["osteopano.model_id"]
+    assert meta["osteopano.model_id"].startswith("run-")
+    batch = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param  # dynamic batch axis
+
+
+def test_onnx_matches_torch_on_20_images(onnx_file, run, screen_base):
+    from osteopano.engines import OnnxEngine, TorchEngine
+
+    images = sorted((screen_base / "phantoms").glob("*.png"))[:20]
+    assert len(images) == 20
+    p_torch = np.array([r.probability for r in TorchEngine.load(run).predict_batch(images, batch_size=7)])
+    p_onnx = np.array([r.probability for r in OnnxEngine(onnx_file).predict_batch(images, batch_size=6)])
+    assert np.abs(p_torch - p_onnx).max() < 1e-4
+    assert p_torch.std() > 0  # the images are told apart, not a constant output
+
+
+def test_onnx_path_never_imports_torch(onnx_file, screen_base):
+    image = sorted((screen_base / "phantoms").glob("*.png"))[0]
+    code = f"""
+import sys, osteopano
+m = osteopano.load({str(onnx_file)!r})
+r = m.predict({str(image)!r})
+assert 0.0 <= r.probability <= 1.0 and r.model_id == m.model_id
+assert m.card["training_data"]["n_images"] == 24
+heavy = [n for n in ("torch", "timm", "sklearn", "torchvision", "pytorch_grad_cam") if n in sys.modules]
+assert not heavy, heavy
+print("ok", r.probability)
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith("ok ")
+
+
+def test_export_command_default_path(monkeypatch, capsys, run, onnx_file, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run_copy"
+    shutil.copytree(run, copy)
+    code, out, err = run_cli(monkeypatch, capsys, "export", str(copy))
+    assert code == 0, err
+    assert (copy / "model.onnx").is_file() and "max |p_torch - p_onnx|" in out
+    # the run folder now also loads on the onnx engine, and names the same weights
+    import osteopano
+
+    assert osteopano.load(copy, engine="onnx").model_id.endswith(osteopano.load(onnx_file).model_id[-8:])
+
+
+def test_export_of_an_incomplete_run_is_one_line(monkeypatch, capsys, tmp_path):
+    (tmp_path / "r").mkdir()
+    code, _, err = run_cli(monkeypatch, capsys, "export", str(tmp_path / "r"))
+    assert code == 2 and err.startswith("error: ") and "missing" in err and len(err.strip().splitlines()) == 1

@@ -1,0 +1,339 @@
+"""The web app (osteopano.web): API, page, limits, privacy, report download.
+
+Limit and concurrency tests use a fake model injected with ``create_app(model=...)``; the end-to-end
+tests use a tiny model trained on synthetic phantoms (once per session)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from web_model import build_small_model
+
+from osteopano import web
+from osteopano.engines import load
+from osteopano.imageio import read_image, write_dicom
+from osteopano.screening import ScreeningResult
+
+PATIENT_ID = "PID-4471-SECRET"
+PATIENT_NAME = "Doe^Janet"
+
+
+@pytest.fixture(scope="session")
+def small_model(tmp_path_factory) -> tuple[Path, Path, Path]:
+    return build_small_model(tmp_path_factory.getbasetemp() / "web-model")
+
+
+def png_bytes(width: int = 96, height: int = 48, seed: int = 0) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(height, width), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class FakeModel:
+    """Stands in for an engine: a fixed probability, an optional heatmap, optionally blocking."""
+
+    supports_heatmaps = True
+
+    def __init__(self, probability: float = 0.7, synthetic: bool | None = True, gate: threading.Event | None = None):
+        self.probability, self.gate = probability, gate
+        self.threshold, self.model_id = 0.5, "fake-00000000"
+        self.card = {"model_id": self.model_id, "backbone": "fake", "classes": ["normal", "osteoporosis"],
+                     "threshold": {"value": 0.5, "rule": "0.5"},
+                     "training_data": {"synthetic": synthetic, "description": "test data", "n_images": 3}}
+        self.started = threading.Event()
+        self.calls = 0
+
+    def predict(self, image, heatmap: bool = False) -> ScreeningResult:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(10), "test gate never opened"
+        h, w = image.pixels.shape
+        heat = np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1)) if heatmap else None
+        return ScreeningResult(image.path, image.patient_id, self.probability, self.probability >= 0.5, 0.5,
+                               self.model_id, None, heat, image.pixel_spacing_mm)
+
+
+def client_for(model=None, **kwargs) -> TestClient:
+    return TestClient(web.create_app(model=model or FakeModel(), **kwargs))
+
+
+def multipart(data: bytes, filename: str = "scan.png") -> tuple[bytes, str]:
+    boundary = "testboundary7731"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+# ----------------------------------------------------------------------------- content sniffing, store
+
+
+@pytest.mark.parametrize("head, kind", [
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "png"), (b"\xff\xd8\xff\xe0", "jpeg"), (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"), (b"BM\x00\x00", "bmp"), (b"\0" * 128 + b"DICM", "dicom"),
+    (b"hello, this is text", None), (b"%PDF-1.4", None), (b"", None),
+])
+def test_sniff_image_type(head, kind):
+    assert web.sniff_image_type(head) == kind
+
+
+def test_report_store_hands_each_file_out_once_and_expires():
+    store = web.ReportStore(ttl_s=60, max_items=2)
+    token = store.put({"html": b"<html>", "pdf": b"%PDF"})
+    assert store.take(token, "pdf") == b"%PDF"
+    assert store.take(token, "pdf") is None
+    assert store.take(token, "html") == b"<html>"
+    assert len(store) == 0
+    first = store.put({"html": b"1"})
+    store.put({"html": b"2"})
+    store.put({"html": b"3"})
+    assert store.take(first, "html") is None  # the oldest was dropped past max_items
+    expired = web.ReportStore(ttl_s=0.0)
+    assert expired.take(expired.put({"html": b"x"}), "html") is None
+
+
+# ----------------------------------------------------------------------------- API with the real model
+
+
+def test_api_png_with_torch_model_and_heatmap(small_model):
+    run, _, data = small_model
+    path = sorted(data.glob("*.png"))[0]
+    client = TestClient(web.create_app(run))
+    response = client.post("/api/v1/screen?heatmap=true", files={"file": ("opg.png", path.read_bytes())})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = load(run, engine="torch").predict(read_image(path))
+    assert body["probability"] == pytest.approx(expected.probability, abs=1e-5)
+    assert body["decision"] == (body["probability"] >= body["threshold"])
+    assert body["model_id"] == expected.model_id
+    assert body["filename"] == "opg.png"
+    assert "only a DXA scan can diagnose osteoporosis" in body["disclaimer"]
+    heat = np.asarray(Image.open(io.BytesIO(base64.b64decode(body["heatmap_png_base64"]))))
+    assert heat.shape == read_image(path).pixels.shape and heat.dtype == np.uint8
+
+
+def test_api_dicom_keeps_patient_data_out_of_logs(small_model, tmp_path, caplog):
+    _, onnx_file, data = small_model
+    pixels = np.asarray(Image.open(sorted(data.glob("*.png"))[1]), dtype=np.uint16)
+    dcm = tmp_path / "Janet_Doe_1950.dcm"
+    write_dicom(dcm, pixels, 0.1, patient_id=PATIENT_ID, PatientName=PATIENT_NAME)
+    caplog.set_level(logging.DEBUG)
+    client = TestClient(web.create_app(onnx_file))
+    response = client.post("/api/v1/screen?heatmap=true", files={"file": (dcm.name, dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    expected = load(onnx_file).predict(read_image(dcm))
+    assert body["probability"] == pytest.approx(expected.probability, abs=1e-5)
+    assert body["heatmap_png_base64"] is None and "heatmap" in body["heatmap_note"]  # ONNX: no Grad-CAM
+    assert PATIENT_ID not in response.text
+    assert any(r.name == "osteopano.web" for r in caplog.records), "the app logged nothing to check"
+    for secret in (PATIENT_ID, "Doe", "Janet", dcm.name, "1950"):
+        assert secret not in caplog.text
+
+
+def test_onnx_path_never_imports_torch(small_model):
+    _, onnx_file, data = small_model
+    script = f"""
+import json, sys
+from fastapi.testclient import TestClient
+from osteopano.web import create_app
+client = TestClient(create_app({str(onnx_file)!r}))
+r = client.post("/api/v1/screen", files={{"file": ("a.png", open({str(sorted(data.glob('*.png'))[0])!r}, "rb").read())}})
+page = client.post("/screen", files={{"file": ("a.png", open({str(sorted(data.glob('*.png'))[0])!r}, "rb").read())}})
+print(json.dumps({{"status": r.status_code, "page": page.status_code, "probability": r.json().get("probability"),
+                  "torch": "torch" in sys.modules}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == 200 and result["page"] == 200
+    assert 0.0 <= result["probability"] <= 1.0
+    assert result["torch"] is False
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def test_upload_over_the_limit_is_413_with_and_without_content_length():
+    model = FakeModel()
+    client = client_for(model, max_upload_mb=1)
+    big = b"\x89PNG\r\n\x1a\n" + bytes(2 * 2**20)
+    response = client.post("/api/v1/screen", files={"file": ("big.png", big)})
+    assert response.status_code == 413
+    assert "limit of 1 MB" in response.json()["detail"]
+    body, ctype = multipart(big)
+    chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))  # streamed: no Content-Length
+    response = client.post("/api/v1/screen", content=chunks, headers={"Content-Type": ctype})
+    assert response.status_code == 413
+    small = png_bytes()
+    assert client.post("/api/v1/screen", files={"file": ("ok.png", small)}).status_code == 200
+    assert model.calls == 1
+
+
+def test_text_file_is_415_whatever_its_name():
+    model = FakeModel()
+    client = client_for(model)
+    response = client.post("/api/v1/screen", files={"file": ("scan.png", b"Patient notes: nothing to see\n" * 20)})
+    assert response.status_code == 415
+    assert "not a PNG, JPEG, TIFF, BMP or DICOM" in response.json()["detail"]
+    assert model.calls == 0
+
+
+def test_corrupt_png_is_422_with_the_reason():
+    client = client_for()
+    data = png_bytes()
+    response = client.post("/api/v1/screen", files={"file": ("broken.png", data[: len(data) // 2])})
+    assert response.status_code == 422
+    assert "truncated" in response.json()["detail"]
+
+
+def test_missing_file_field_is_400():
+    client = client_for()
+    response = client.post("/api/v1/screen", files={"image": ("a.png", png_bytes())})
+    assert response.status_code == 400
+    assert "'file'" in response.json()["detail"]
+
+
+def test_full_queue_is_503_with_retry_after():
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    client = client_for(model, workers=1, queue_size=0)
+    first: dict = {}
+    worker = threading.Thread(target=lambda: first.update(
+        r=client.post("/api/v1/screen", files={"file": ("a.png", png_bytes())})))
+    worker.start()
+    try:
+        assert model.started.wait(10)
+        busy = client.post("/api/v1/screen", files={"file": ("b.png", png_bytes())})
+        assert busy.status_code == 503
+        assert int(busy.headers["Retry-After"]) > 0
+        assert client.get("/healthz").json()["in_flight"] == 1
+    finally:
+        gate.set()
+        worker.join(10)
+    assert first["r"].status_code == 200
+    assert client.post("/api/v1/screen", files={"file": ("c.png", png_bytes())}).status_code == 200
+
+
+def test_slow_screening_is_504_and_keeps_its_slot_until_done():
+    gate = threading.Event()
+    client = client_for(FakeModel(gate=gate), workers=1, queue_size=0, timeout_s=0.3)
+    try:
+        response = client.post("/api/v1/screen", files={"file": ("a.png", png_bytes())})
+        assert response.status_code == 504
+        assert client.post("/api/v1/screen", files={"file": ("b.png", png_bytes())}).status_code == 503
+    finally:
+        gate.set()
+    deadline = time.monotonic() + 5
+    while client.get("/healthz").json()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.get("/healthz").json()["in_flight"] == 0
+
+
+# ----------------------------------------------------------------------------- privacy of uploads
+
+
+def test_uploads_never_touch_disk_by_default(monkeypatch, tmp_path):
+    import starlette.formparsers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("an upload was spooled to a temporary file")
+
+    monkeypatch.setattr(starlette.formparsers, "SpooledTemporaryFile", refuse)
+    data = png_bytes(1200, 1000)  # noise: ~1.2 MB, above Starlette's 1 MB spooling threshold
+    assert len(data) > 2**20
+    client = client_for()
+    assert client.post("/api/v1/screen", files={"file": ("a.png", data)}).status_code == 200
+
+
+def test_keep_uploads_saves_the_upload_under_a_random_name(tmp_path):
+    keep = tmp_path / "kept"
+    client = client_for(keep_uploads=keep)
+    data = png_bytes()
+    assert client.post("/api/v1/screen", files={"file": ("Janet_Doe.png", data)}).status_code == 200
+    images = list(keep.glob("*.png"))
+    assert len(images) == 1 and images[0].read_bytes() == data
+    assert "Doe" not in images[0].name
+    summary = json.loads(images[0].with_suffix(".json").read_text())
+    assert summary["probability"] == pytest.approx(0.7) and summary["decision"] is True
+
+
+# ----------------------------------------------------------------------------- other routes
+
+
+def test_model_card_and_healthz():
+    client = client_for()
+    card = client.get("/api/v1/model").json()
+    assert card["model_id"] == "fake-00000000" and card["training_data"]["synthetic"] is True
+    health = client.get("/healthz").json()
+    assert health == {"status": "ok", "model_id": "fake-00000000", "in_flight": 0, "capacity": 10}
+
+
+def test_openapi_and_docs_are_served_without_cdn():
+    client = client_for()
+    spec = client.get("/openapi.json").json()
+    screen = spec["paths"]["/api/v1/screen"]["post"]
+    assert "file" in screen["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    assert {"413", "415", "422", "503", "504"} <= set(screen["responses"])
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/api/v1/screen" in docs.text
+    assert not re.search(r'(src|href)="(https?:)?//', docs.text)
+
+
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_page_renders_accessibly_with_disclaimer(synthetic):
+    response = client_for(FakeModel(synthetic=synthetic)).get("/")
+    html = response.text
+    assert response.status_code == 200
+    assert '<html lang="en">' in html and 'name="viewport"' in html
+    assert '<label for="file"' in html and re.search(r'<input id="file" name="file" type="file"', html)
+    assert "not a diagnosis" in html and "only a DXA scan can diagnose osteoporosis" in html
+    assert ("trained on synthetic phantom images" in html) is synthetic
+    assert not re.search(r'(src|href)="(https?:)?//', html), "the page must load nothing from the internet"
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert client_for().get("/static/web.css").status_code == 200
+
+
+def test_page_error_is_shown_on_the_upload_page():
+    response = client_for().post("/screen", files={"file": ("notes.txt", b"just text " * 30)})
+    assert response.status_code == 415
+    assert 'role="alert"' in response.text and "not a PNG, JPEG, TIFF, BMP or DICOM" in response.text
+
+
+def test_result_page_and_single_report_download(small_model):
+    run, _, data = small_model
+    client = TestClient(web.create_app(run))
+    image = sorted(data.glob("*.png"))[2]
+    response = client.post("/screen", files={"file": ("opg.png", image.read_bytes())})
+    assert response.status_code == 200, response.text
+    html = response.text
+    expected = load(run, engine="torch").predict(read_image(image))
+    assert f">{expected.probability:.3f}<" in html
+    assert ("Refer for DXA" in html) is bool(expected.decision)
+    assert 'id="heatmap"' in html and 'id="radiograph"' in html
+    assert "For the dentist" in html and "For the patient" in html
+    assert "only a DXA scan can diagnose osteoporosis" in html
+    links = re.findall(r'href="(/report/[^"]+/(html|pdf))"', html)
+    assert {fmt for _, fmt in links} == {"html", "pdf"}
+    for url, fmt in links:
+        report = client.get(url)
+        assert report.status_code == 200
+        assert report.content.startswith(b"%PDF" if fmt == "pdf" else b"<!doctype html")
+        assert "attachment" in report.headers["content-disposition"]
+        assert report.headers["cache-control"] == "no-store"
+        assert client.get(url).status_code == 404  # served once
+
