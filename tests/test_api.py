@@ -122,7 +122,7 @@ def test_card_says_whether_the_data_were_synthetic(torch_model, tmp_path, record
         (data / "dataset.json").write_text(json.dumps(sidecar))
     config = dataclasses.replace(torch_model.run.config, data=str(data))
     if recorded is not None:
-        object.__setattr__(config, "data_synthetic", recorded)
+        config.data_synthetic = recorded  # the field the run config carries (RunConfig.data_synthetic)
     card = build_card(dataclasses.replace(torch_model.run, config=config))
     assert card["training_data"]["synthetic"] is expected
     description = card["training_data"]["description"]

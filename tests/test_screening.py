@@ -13,6 +13,8 @@ import pytest
 from PIL import Image
 from screen_support import exported_onnx, run_cli, trained_run
 
+import osteopano
+from osteopano import explain
 from osteopano.imageio import read_image, write_dicom
 from osteopano.screening import ROW_COLUMNS, RowWriter, done_paths, iter_image_paths
 
@@ -71,8 +73,6 @@ def test_folder_with_bad_files_gives_error_rows_and_exit_0(monkeypatch, capsys, 
 
 
 def test_rows_match_the_api(monkeypatch, capsys, run, phantoms, tmp_path):
-    import osteopano
-
     out = tmp_path / "p.jsonl"
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(phantoms[0]), str(phantoms[1]),
                            "--out", str(out), "--threshold", "0.3")
@@ -143,10 +143,14 @@ def test_heatmaps_have_the_input_size(monkeypatch, capsys, run, mixed, tmp_path)
     assert code == 0, err
     pngs = sorted(maps.glob("*.png"))
     assert len(pngs) == 2
+    model = osteopano.load(run)
     for png in pngs:
         source = mixed / "sub" / png.name.replace("_gradcam.png", ".png")
         with Image.open(png) as im, Image.open(source) as src:
             assert im.size == src.size and im.mode == "RGB"
+            written = np.asarray(im)
+        image = read_image(source)
+        assert np.array_equal(written, explain.overlay(image, model.predict(image, heatmap=True).heatmap))
 
 
 def test_table_without_out(monkeypatch, capsys, run, phantoms):

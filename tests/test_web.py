@@ -109,6 +109,7 @@ def test_report_store_hands_each_file_out_once_and_expires():
 # ----------------------------------------------------------------------------- API with the real model
 
 
+@pytest.mark.slow
 def test_api_png_with_torch_model_and_heatmap(small_model):
     run, _, data = small_model
     path = sorted(data.glob("*.png"))[0]
@@ -126,6 +127,7 @@ def test_api_png_with_torch_model_and_heatmap(small_model):
     assert heat.shape == read_image(path).pixels.shape and heat.dtype == np.uint8
 
 
+@pytest.mark.slow
 def test_api_dicom_keeps_patient_data_out_of_logs(small_model, tmp_path, caplog):
     _, onnx_file, data = small_model
     pixels = np.asarray(Image.open(sorted(data.glob("*.png"))[1]), dtype=np.uint16)
@@ -145,15 +147,18 @@ def test_api_dicom_keeps_patient_data_out_of_logs(small_model, tmp_path, caplog)
         assert secret not in caplog.text
 
 
+@pytest.mark.slow
 def test_onnx_path_never_imports_torch(small_model):
     _, onnx_file, data = small_model
+    image = sorted(data.glob("*.png"))[0]
     script = f"""
 import json, sys
 from fastapi.testclient import TestClient
 from osteopano.web import create_app
 client = TestClient(create_app({str(onnx_file)!r}))
-r = client.post("/api/v1/screen", files={{"file": ("a.png", open({str(sorted(data.glob('*.png'))[0])!r}, "rb").read())}})
-page = client.post("/screen", files={{"file": ("a.png", open({str(sorted(data.glob('*.png'))[0])!r}, "rb").read())}})
+image = open({str(image)!r}, "rb").read()
+r = client.post("/api/v1/screen", files={{"file": ("a.png", image)}})
+page = client.post("/screen", files={{"file": ("a.png", image)}})
 print(json.dumps({{"status": r.status_code, "page": page.status_code, "probability": r.json().get("probability"),
                   "torch": "torch" in sys.modules}}))
 """
@@ -314,6 +319,7 @@ def test_page_error_is_shown_on_the_upload_page():
     assert 'role="alert"' in response.text and "not a PNG, JPEG, TIFF, BMP or DICOM" in response.text
 
 
+@pytest.mark.slow
 def test_result_page_and_single_report_download(small_model):
     run, _, data = small_model
     client = TestClient(web.create_app(run))

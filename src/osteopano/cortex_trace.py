@@ -23,6 +23,7 @@ TRACE_OUTER_MM = 80.0     # trace from the midline zone out to this distance (ma
 ROW_RANGE = (0.55, 0.985)  # fraction of the height searched for the inferior border
 EDGE_SATURATION = 0.5     # edge strength (fraction of the image's 99.5th percentile) counted as full
 DEPTH_BONUS = 0.3         # DP reward for lying low in the searched rows (0 at the top, this at the bottom)
+OFF_IMAGE_REWARD = 0.45    # DP reward of the virtual "below the image" row (saturated edge = 1)
 MAX_SLOPE = 2             # DP: at most this many working rows per working column
 SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
 BORDER_STEP_MM = 0.5
@@ -125,15 +126,31 @@ def trace_border(pixels: np.ndarray, spacing_mm: float, midline_x: float, side: 
     sub = edge[r0:r1, c0:c1]
     if side < 0:
         sub = sub[:, ::-1]  # always run from the midline outwards
-    path = dp_path(-(sub + depth), MAX_SLOPE, SMOOTH_PENALTY)
-    strength = float(np.mean(sub[path, np.arange(sub.shape[1])]))
-    cols = np.arange(sub.shape[1])
+    # An extra row below the searched rows stands for "the border has left the image" (a chin
+    # cut off at the bottom), so the path need not wander onto other edges there.
+    cost = np.vstack([-(sub + depth), np.full((1, sub.shape[1]), -(OFF_IMAGE_REWARD + DEPTH_BONUS))])
+    path = dp_path(cost, MAX_SLOPE, SMOOTH_PENALTY)
+    cols = _longest_run(path < sub.shape[0])
+    if cols.size < 20:
+        return None
+    path = path[cols]
+    strength = float(np.mean(sub[path, cols]))
     x_small = (c0 + cols) if side > 0 else (c1 - 1 - cols)
     y_small = r0 + path
     # Back to input pixels (centre-of-pixel convention of cv2.resize).
     x = (x_small + 0.5) / f - 0.5
     y = ndimage.gaussian_filter1d((y_small + 0.5).astype(float), 2.0) / f - 0.5
     return _resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
+
+
+def _longest_run(mask: np.ndarray) -> np.ndarray:
+    """Indices of the longest run of True in a 1-D mask."""
+    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+    if starts.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    k = int(np.argmax(ends - starts))
+    return np.arange(starts[k], ends[k])
 
 
 def _resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
@@ -234,8 +251,8 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
         if cortex - bg <= 0 or cortex - trab <= 0:
             continue
-        o = _crossing(p, t, 0.5 * (bg + cortex), idx(to - 0.8), idx(to + 0.8) + 1, True, to)
-        e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 0.8), idx(ti + 0.8) + 1, False, ti)
+        o = _crossing(p, t, 0.5 * (bg + cortex), idx(to - 1.5), idx(to + 1.5) + 1, True, to)
+        e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 1.0), idx(ti + 1.0) + 1, False, ti)
         if np.isnan(o) or np.isnan(e) or not (MIN_WIDTH_MM <= e - o <= MAX_WIDTH_MM):
             continue
         outer[i], inner[i] = o, e

@@ -198,6 +198,7 @@ class Anatomy:
 
 
 def sample_anatomy(rng: np.random.Generator, k: float) -> Anatomy:
+    """Draw the shape of one patient's jaw (k = overall anatomical scale)."""
     return Anatomy(
         k=k,
         chin_y=k * rng.uniform(54, 59),
@@ -402,7 +403,8 @@ def _teeth_layer(raster: Raster, anat: Anatomy, patient: Patient, rng: np.random
     return cv2.GaussianBlur(canvas, (0, 0), 0.12 / raster.mm)
 
 
-def _draw_tooth(canvas, raster, anat, rng, xc, w, jaw, i, sx) -> None:
+def _draw_tooth(canvas: np.ndarray, raster: Raster, anat: Anatomy, rng: np.random.Generator, xc: float, w: float,
+                jaw: int, i: int, sx: int) -> None:  # fmt: skip
     """Draw one tooth (index i from the midline, 5-7 = molars) additively into canvas."""
     k = anat.k
     top = float(anat.occlusal(np.array(xc))) - (1.0 * k if jaw < 0 else 0.0)
@@ -410,10 +412,10 @@ def _draw_tooth(canvas, raster, anat, rng, xc, w, jaw, i, sx) -> None:
     axis = np.array([math.sin(tilt), jaw * math.cos(tilt)])  # from the occlusal tip into the jaw
     across = np.array([math.cos(tilt), -jaw * math.sin(tilt)])
 
-    def place(u, v) -> np.ndarray:
+    def place(u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.array([xc, top]) + np.outer(np.asarray(u), across) + np.outer(np.asarray(v), axis)
 
-    def fill(u, v, value) -> None:
+    def fill(u: np.ndarray, v: np.ndarray, value: float) -> None:
         _poly(canvas, raster, place(u, v), value)
 
     hw = w / 2 * 0.96
@@ -512,7 +514,7 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
     for side in (-1, 1):
         env *= _smoothstep((np.abs(xs - side * anat.site_x[0 if side < 0 else 1]) - 1.5) / 1.0)
     w_eff = w.copy()
-    for _ in range(int(rng.integers(8, 14)) * grade):  # semilunar lacunae in the endosteal margin
+    for _ in range(int(rng.integers(12, 20)) * grade):  # semilunar lacunae in the endosteal margin
         cx = rng.uniform(-anat.gonial_x, anat.gonial_x)
         r = rng.uniform(1.2, 2.8) * k
         depth = rng.uniform(0.25, 0.5) * (0.7 + 0.3 * grade)
@@ -562,7 +564,7 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
     map_v = (np.clip(d, -2, 16) / 0.1 + 25).astype(np.float32)
     bn_shape = (220, 560)
     sub = att[r0:r1]
-    cortex_density = 0.26 - 0.04 * grade * (0.5 + 0.5 * strength)
+    cortex_density = 0.26 - 0.05 * grade * (0.5 + 0.5 * strength)
     if grade >= 2:  # porous cortex
         bn2 = cv2.remap(_bandpass_noise(rng, bn_shape, 0.8, 2.5), map_u, map_v, cv2.INTER_LINEAR,
                         borderMode=cv2.BORDER_REFLECT)  # fmt: skip
@@ -573,8 +575,8 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
         bn = cv2.remap(_bandpass_noise(rng, bn_shape, 1.0, 3.0), map_u, map_v, cv2.INTER_LINEAR,
                        borderMode=cv2.BORDER_REFLECT)  # fmt: skip
         zone = _smoothstep((d - w_eff - 0.2) / 0.3) * (1 - _smoothstep((d - w_eff - 1.2 * grade - 0.8) / 1.5))
-        resid = _smoothstep((bn - (0.9 - 0.3 * grade)) / 0.5) * zone * (env * in_body)
-        sub += 0.12 * (0.7 + 0.3 * grade) * resid * mand[r0:r1]
+        resid = _smoothstep((bn - (1.2 - 0.25 * grade)) / 0.5) * zone * (env * in_body)
+        sub += 0.1 * (0.7 + 0.3 * grade) * resid * mand[r0:r1]
 
     # mental foramina (small dark ovals above the sites) and mandibular canals
     for side in (-1, 1):

@@ -63,6 +63,13 @@ def _mm(v: float | None) -> str:
     return "not measured" if v is None or not np.isfinite(v) else f"{float(v):.2f} mm"
 
 
+def _width(mm: float | None, px: float | None) -> str:
+    """A cortical width in mm, else in pixels when the pixel spacing is unknown."""
+    if (mm is None or not np.isfinite(mm)) and px is not None and np.isfinite(px):
+        return f"{float(px):.1f} px (pixel spacing unknown)"
+    return _mm(mm)
+
+
 def _proportion(entry: Any) -> str | None:
     """A metrics.json proportion dict -> '85% (95% CI 70-93%; 34/40)'; None when absent or undefined."""
     if not isinstance(entry, dict) or entry.get("value") is None:
@@ -131,8 +138,9 @@ def plain_language(result: Any, measurement: Any = None) -> dict[str, str]:
     p, t = format_probability(result.probability), format_probability(result.threshold)
     if result.decision:
         dentist = (f"The model's score for this radiograph is {p}, at or above the decision threshold of {t}. "
-                   f"Suggested action: {REFER.lower()}, weighed together with the usual clinical risk factors "
-                   "(age, sex, previous low-trauma fractures, family history, glucocorticoid use).")
+                   "Suggested action: refer for DXA bone-density assessment, weighed together with the usual "
+                   "clinical risk factors (age, sex, previous low-trauma fractures, family history, "
+                   "glucocorticoid use).")
         patient = ("Your dental X-ray was checked by a computer program that looks for signs that bones may be "
                    "less dense than usual. It noticed some of these signs, so your dentist may suggest a DXA "
                    "scan. A DXA scan is a quick, painless scan, usually of the hip and lower back, that "
@@ -159,9 +167,11 @@ def _mcw_sentence(m: Any, refer: bool) -> str:
     """The dentist's sentence about the cortical width measurement ('' when none was made)."""
     if m is None:
         return ""
-    if getattr(m, "quality", None) == "failed" or getattr(m, "mcw_mm", None) is None:
-        return ("The mandibular cortical width could not be measured automatically"
-                + (" (pixel spacing unknown)." if getattr(m, "quality", None) != "failed" else "."))
+    if getattr(m, "quality", None) == "failed":
+        return "The mandibular cortical width could not be measured automatically."
+    if getattr(m, "mcw_mm", None) is None:
+        return ("The mandibular cortical width cannot be given in millimetres: the image's pixel spacing is "
+                "unknown.")
     limit = float(getattr(m, "threshold_mm", MCW_THRESHOLD_MM) or MCW_THRESHOLD_MM)
     sides = ", ".join(f"{_mm(getattr(getattr(m, side, None), 'mcw_mm', None))} on the patient's {side}"
                       for side in ("right", "left"))
@@ -258,9 +268,20 @@ def _metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
+def _card_threshold(card: dict[str, Any]) -> float | None:
+    value = card.get("threshold")
+    value = value.get("value") if isinstance(value, dict) else value
+    return float(value) if isinstance(value, (int, float)) else None
+
+
 def _card_rows(card: dict[str, Any], result: Any, threshold: float | None) -> list[tuple[str, str]]:
     metrics = card.get("test_metrics") if isinstance(card.get("test_metrics"), dict) else {}
     rule = _threshold_rule(card, metrics)
+    own = _card_threshold(card)
+    if own is not None and threshold is not None and abs(own - float(threshold)) > 1e-9:
+        # the user replaced the model's threshold: the card's rule describes the model's own one
+        rule = f"set for this screening; the model's own threshold is {format_probability(own)}" + (
+            f" ({rule})" if rule else "")
     rows = [
         ("Model id", _first({"r": getattr(result, "model_id", None), "c": card.get("model_id")}, "r", "c")),
         ("Backbone", card.get("backbone")),
@@ -279,12 +300,11 @@ def _mcw_context(m: Any) -> dict[str, Any] | None:
         return None
     limit = float(getattr(m, "threshold_mm", MCW_THRESHOLD_MM) or MCW_THRESHOLD_MM)
     rows = []
-    for side in ("right", "left"):
-        width = getattr(getattr(m, side, None), "mcw_mm", None)
+    for label, part in (("Patient's right", getattr(m, "right", None)), ("Patient's left", getattr(m, "left", None)),
+                        ("Mean", m)):
+        width = getattr(part, "mcw_mm", None)
         below = width is not None and np.isfinite(width) and width < limit
-        rows.append((f"Patient's {side}", _mm(width), below))
-    mean = getattr(m, "mcw_mm", None)
-    rows.append(("Mean", _mm(mean), mean is not None and mean < limit))
+        rows.append((label, _width(width, getattr(part, "mcw_px", None)), below))
     quality = getattr(m, "quality", None)
     notes = []
     if quality == "low":
@@ -308,8 +328,8 @@ def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
     error = getattr(result, "error", None)
     prob = getattr(result, "probability", None)
     threshold = getattr(result, "threshold", None)
-    if threshold is None and isinstance(card.get("threshold"), (int, float)):
-        threshold = card["threshold"]
+    if threshold is None:
+        threshold = _card_threshold(card)
     decision = None if error or prob is None else bool(getattr(result, "decision", None))
     spacing = getattr(result, "pixel_spacing_mm", None) or getattr(radiograph, "pixel_spacing_mm", None)
     path = getattr(result, "path", None) or getattr(radiograph, "path", None)
@@ -338,7 +358,15 @@ def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
         "disclaimer": DISCLAIMER,
         "grey": _display_u8(pixels),
         "overlay": None if heatmap_overlay is None else np.ascontiguousarray(heatmap_overlay, dtype=np.uint8),
+        "heatmap_note": _heatmap_note(getattr(result, "heatmap", None)),
     }
+
+
+def _heatmap_note(heatmap: np.ndarray | None) -> str:
+    if heatmap is not None and not np.any(np.asarray(heatmap) > 0):
+        return ("No area of the image raised the score for the positive class, so the heatmap is empty. "
+                "This is not a map of disease.")
+    return "Warm colours mark the areas that raised the score most. This is not a map of disease."
 
 
 # ----------------------------------------------------------------------------- HTML
@@ -356,9 +384,7 @@ def render_html(radiograph: Any, result: Any, card: dict[str, Any] | None,
 def _render_html(ctx: dict[str, Any]) -> str:
     images = [("Radiograph", _png_data_uri(ctx["grey"]), "The radiograph as screened.")]
     if ctx["overlay"] is not None:
-        images.append(("Where the model looked (Grad-CAM)", _png_data_uri(ctx["overlay"]),
-                       "Warm colours mark the areas that raised the score most. "
-                       "This is not a map of disease."))
+        images.append(("Where the model looked (Grad-CAM)", _png_data_uri(ctx["overlay"]), ctx["heatmap_note"]))
     return _environment().get_template(TEMPLATE).render(**ctx, images=images)
 
 
@@ -501,6 +527,8 @@ def _write_pdf(path: Path, ctx: dict[str, Any]) -> None:
         if ctx["overlay"] is not None:
             images.append(("Where the model looked (Grad-CAM)", _shrink(ctx["overlay"], PDF_WIDTH)))
         flow.images(images)
+        if ctx["overlay"] is not None:
+            flow.text(ctx["heatmap_note"], size=8, colour=MUTED)
         flow.heading("For the dentist")
         flow.text(ctx["texts"]["dentist"])
         flow.heading("For the patient")

@@ -279,15 +279,14 @@ def _extras(item: Screened, image: Radiograph, heatmaps_dir: Path | None, report
         item.row["error"] = "; ".join(problems)
 
 
-def _write_png(path: Path, bgr: np.ndarray) -> Path:
-    """Write a uint8 BGR image (``explain.overlay``'s order) as PNG, atomically."""
-    import cv2
+def _write_png(path: Path, rgb: np.ndarray) -> Path:
+    """Write a uint8 (H, W, 3) RGB image (``explain.overlay``'s order) as PNG, atomically."""
+    from PIL import Image
 
     from osteopano.fileio import atomic_path
 
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), bgr):
-            raise OsteopanoError(f"{path}: cannot write the heatmap PNG")
+        Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")
     return path
 
 

@@ -223,14 +223,14 @@ def _prepare(cfg: RunConfig, workers: int, console: Console | None) -> dict[str,
         console.print(f"[yellow]{lab.dropped} sample(s) without a {cfg.label_column!r} value left out")
     preprocess = cfg.preprocess_obj()
     images, good, bad = load_images([s.path for s in lab.samples], preprocess, workers, console)
-    for msg in bad:
-        if console:
-            console.print(f"[yellow]skipped unreadable image: {msg}")
+    if console:
+        for msg in bad:
+            console.print(f"skipped unreadable image: {msg}", style="yellow", markup=False)
     samples = [lab.samples[i] for i in good]
     y = lab.y[good]
     if len(set(y.tolist())) < 2:
         raise DataError(f"{ds.root}: fewer than two classes among the readable images")
-    split = manifest_splits([s.get("split") for s in samples]) if "split" in _columns(samples) else None
+    split = manifest_splits([s.get("split") for s in samples])
     source = "manifest"
     if split is None:
         split = split_samples([lab.classes[k] for k in y], [s.patient_id for s in samples],
@@ -241,10 +241,6 @@ def _prepare(cfg: RunConfig, workers: int, console: Console | None) -> dict[str,
             raise DataError(f"{ds.root}: the {name} split is empty ({len(y)} usable images are too few)")
     return {"ds": ds, "classes": lab.classes, "samples": samples, "y": y, "images": images,
             "split": split, "split_source": source, "skipped": bad, "dropped": lab.dropped}
-
-
-def _columns(samples: list[Sample]) -> set[str]:
-    return set(samples[0].fields) if samples else set()
 
 
 def _write_splits(path: Path, data: dict[str, Any]) -> None:
@@ -270,6 +266,7 @@ def _save_curves(path: Path, history: list[dict[str, float]], best_epoch: int) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
@@ -278,6 +275,7 @@ def _save_curves(path: Path, history: list[dict[str, float]], best_epoch: int) -
         ax.plot(epochs, [h[f"val_{key}"] for h in history], "o-", ms=3, label="validation")
         ax.axvline(best_epoch, color="grey", ls="--", lw=1, label=f"best (epoch {best_epoch})")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(name.lower())
         ax.set_title(f"Model {name.lower()}")
         ax.grid(alpha=0.3)
@@ -320,7 +318,7 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
     cfg.classes = data["classes"]
     cfg.split_source = data["split_source"]
     cfg.skipped_files = data["skipped"]
-    cfg.precision_used = resolve_precision(cfg.precision)
+    cfg.precision_used = cfg.precision_used if resume else resolve_precision(cfg.precision)
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.json")
     _write_splits(out / "splits.csv", data)
@@ -541,9 +539,9 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     if lab.classes != run.classes:
         raise DataError(f"{data}: classes {', '.join(lab.classes)} differ from the run's {', '.join(run.classes)}")
     images, good, bad = load_images([s.path for s in lab.samples], run.preprocess, workers, console)
-    for msg in bad:
-        if console:
-            console.print(f"[yellow]skipped unreadable image: {msg}")
+    if console:
+        for msg in bad:
+            console.print(f"skipped unreadable image: {msg}", style="yellow", markup=False)
     if not good:
         raise DataError(f"{data}: none of the {len(lab.samples)} labelled images could be read")
     y = lab.y[good]

@@ -24,7 +24,8 @@ Limits and privacy, in the order a request meets them:
    worker really finishes, so a stuck model cannot pile up work).
 
 Uploads stay in memory and are written nowhere unless ``keep_uploads`` names a folder. Reports
-are built in a temporary folder, read into memory at once and served from an in-memory store.
+are built in a temporary folder (RAM-backed /dev/shm where there is one), read into memory at once,
+the folder deleted, and served once from an in-memory store.
 Log lines hold sizes, types, status codes and timings only: no file names, patient IDs, DICOM
 tags or results.
 """
@@ -36,6 +37,7 @@ import base64
 import io
 import json
 import logging
+import os
 import secrets
 import tempfile
 import threading
@@ -43,7 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -55,7 +57,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from osteopano import __version__, explain, reports
@@ -246,9 +248,7 @@ class Screening:
     """What one upload produced (kept only for the response)."""
 
     radiograph: Radiograph
-    result: Any                     # ScreeningResult
-    kind: str
-    extras: dict[str, Any] = field(default_factory=dict)
+    result: Any  # ScreeningResult
 
 
 class Service:
@@ -330,7 +330,7 @@ class Service:
                 result = self.model.predict(radiograph, heatmap=heatmap)
         if getattr(result, "error", None):
             raise ImageReadError("upload", str(result.error))
-        screening = Screening(radiograph=radiograph, result=result, kind=upload.kind)
+        screening = Screening(radiograph=radiograph, result=result)
         if self.keep_uploads is not None:
             self._keep(upload, result)
         return screening
@@ -391,15 +391,17 @@ def heatmap_png(heatmap: np.ndarray) -> bytes:
 
 
 class ScreenResponse(BaseModel):
-    probability: float
-    decision: bool
-    decision_text: str
-    threshold: float
-    model_id: str
-    heatmap_png_base64: str | None = None
-    heatmap_note: str | None = None
-    filename: str | None = None
-    synthetic_training_data: bool | None = None
+    probability: float = Field(description="Model score in [0, 1]: the estimated probability of osteoporosis")
+    decision: bool = Field(description="True = refer for DXA (probability >= threshold)")
+    decision_text: str = Field(description="The decision in words")
+    threshold: float = Field(description="The model's decision threshold")
+    model_id: str = Field(description="Names the exact model weights")
+    heatmap_png_base64: str | None = Field(None, description="Grad-CAM heatmap, 8-bit grey PNG at the "
+                                           "image's size (with ?heatmap=true, torch engine)")
+    heatmap_note: str | None = Field(None, description="Why no heatmap was returned, when one was asked for")
+    filename: str | None = Field(None, description="The uploaded file's name, as sent")
+    synthetic_training_data: bool | None = Field(None, description="True when the model was trained on "
+                                                 "synthetic phantoms (results are not clinical evidence)")
     disclaimer: str
 
 
@@ -525,7 +527,8 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = templates.get_template(name).render(
             card=card, synthetic=synthetic, disclaimer=DISCLAIMER, max_upload_mb=max_upload_mb,
-            version=__version__, model_threshold=threshold, threshold_rule=threshold_rule, **context)
+            version=__version__, model_threshold=threshold, threshold_rule=threshold_rule,
+            keeps_uploads=keep_uploads is not None, **context)
         return HTMLResponse(html, status_code=status)
 
     @app.exception_handler(WebError)
@@ -615,14 +618,20 @@ def _lifespan(service: Service) -> Callable:
     return lifespan
 
 
+def _memory_tmp() -> str | None:
+    """A RAM-backed folder (Linux /dev/shm) for the short-lived report files, else the system default."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
 def _page_job(service: Service, card: dict[str, Any], upload: Upload) -> dict[str, Any]:
     """Worker-thread part of the page: predict with heatmap, draw the images, build the reports."""
     screening = service.run_model(upload, heatmap=True)
     radiograph, result = screening.radiograph, screening.result
-    overlay = None
+    overlay = None  # RGB, as reports.write_report documents (explain.overlay gives OpenCV's BGR)
     if getattr(result, "heatmap", None) is not None:
-        overlay = explain.overlay(radiograph, result.heatmap)
-    with tempfile.TemporaryDirectory(prefix="osteopano-report-") as tmp:
+        overlay = cv2.cvtColor(explain.overlay(radiograph, result.heatmap), cv2.COLOR_BGR2RGB)
+    with tempfile.TemporaryDirectory(prefix="osteopano-report-", dir=_memory_tmp()) as tmp:
         paths = reports.write_report(tmp, radiograph, result, card, heatmap_overlay=overlay)
         files = {fmt: Path(paths[fmt]).read_bytes() for fmt in ("html", "pdf") if paths.get(fmt)}
     token = service.reports.put(files)
@@ -635,7 +644,7 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload) -> dict[st
         "decision_text": _decision_text(bool(result.decision)),
         "texts": reports.plain_language(result),
         "radiograph_uri": _data_uri(_display_u8(radiograph.pixels)),
-        "overlay_uri": _data_uri(cv2.cvtColor(overlay, cv2.COLOR_BGR2RGB)) if overlay is not None else None,
+        "overlay_uri": _data_uri(overlay) if overlay is not None else None,
         "size": f"{radiograph.pixels.shape[1]} x {radiograph.pixels.shape[0]} px",
         "report_token": token,
         "report_formats": sorted(files),

@@ -37,7 +37,7 @@ def command(
 
     from osteopano.web import create_app
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     if not model.exists():
         raise OsteopanoError(f"{model}: model not found (give a training run folder or an .onnx file)")
     app = create_app(model, max_upload_mb=max_upload_mb, workers=workers, queue_size=queue_size,
