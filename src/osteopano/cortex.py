@@ -31,6 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from osteopano import cortex_trace as ct
+from osteopano.errors import OsteopanoError
 from osteopano.imageio import Radiograph
 
 ASSUMED_FIELD_HEIGHT_MM = 145.0  # typical panoramic image height, for internal scales when spacing is unknown
@@ -42,6 +43,8 @@ ROUGH_REF_MM = 0.4               # roughness counted as full erosion
 POROSITY_REF = 0.15              # porosity counted as full erosion
 KLEMETTI_CUTS = (0.3, 0.6)       # erosion score -> C1 | C2 | C3
 PLAUSIBLE_MM = (1.0, 8.0)        # widths outside are implausible for an adult mandible
+MIN_RISE_MM = 5.0                # the border must rise at least this much from the chin zone outwards
+FAIL_CONFIDENCE = 0.15           # below: 'failed' (widths kept for inspection, no decision)
 OK_CONFIDENCE = 0.6              # quality 'ok' at or above, 'low' below (and 'failed' if nothing found)
 
 
@@ -73,7 +76,7 @@ class CortexMeasurement:
     mcw_mm: float | None
     mcw_px: float | None
     klemetti_estimate: str | None   # 'C1' | 'C2' | 'C3'
-    quality: str                    # 'ok' | 'low' | 'failed'
+    quality: str                    # 'ok' | 'low' | 'failed' (nothing found, or confidence < FAIL_CONFIDENCE)
     confidence: float
     decision: bool | None           # mcw_mm < threshold_mm; None when spacing unknown or failed
     spacing_source: str             # 'argument' | 'file' | 'unknown'
@@ -142,7 +145,7 @@ def resolve_spacing(image: Radiograph, pixel_spacing_mm: float | None) -> tuple[
     """Pixel spacing and where it came from: the argument, else the file, else unknown."""
     if pixel_spacing_mm is not None:
         if not 0.0 < pixel_spacing_mm < 5.0:
-            raise ValueError(f"pixel spacing {pixel_spacing_mm} mm is not plausible")
+            raise OsteopanoError(f"pixel spacing {pixel_spacing_mm} mm is not plausible (expected 0-5 mm)")
         return float(pixel_spacing_mm), "argument"
     if image.pixel_spacing_mm:
         return float(image.pixel_spacing_mm), "file"
@@ -163,9 +166,8 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     notes: list[str] = []
     if spacing is None:
         notes.append("pixel spacing unknown: widths in pixels only")
-    for s in (right, left):
-        if s.located and s.mcw_mm is not None and spacing is None:
-            s.mcw_mm = None
+        for s in (right, left):
+            s.mcw_mm = None  # measured on the assumed internal scale only
     if not sides:
         notes.append("inferior border / cortex not found")
         return CortexMeasurement(right, left, None, None, None, "failed", 0.0, None, source, spacing,
@@ -173,7 +175,10 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     widths_px = [s.mcw_px for s in sides]
     mcw_px = float(np.mean(widths_px))
     mcw_mm = mcw_px * spacing if spacing is not None else None
-    conf = float(np.mean([s.confidence for s in (right, left)]))
+    # A panoramic image is near mirror-symmetric about the midline; a crop or a foreign image is not.
+    conf = float(np.mean([s.confidence for s in (right, left)])) * float(np.clip((midline.score - 0.35) / 0.3, 0, 1))
+    if midline.score < 0.5:
+        notes.append("image not left-right symmetric (cropped?)")
     if len(sides) == 2:
         a, b = widths_px
         asym = abs(a - b) / max(a + b, 1e-9) * 2  # relative difference of the two sides
@@ -186,10 +191,10 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     if not PLAUSIBLE_MM[0] <= mm_assumed <= PLAUSIBLE_MM[1]:
         conf *= 0.5
         notes.append("implausible width")
-    quality = "ok" if conf >= OK_CONFIDENCE and len(sides) == 2 else "low"
+    quality = "ok" if conf >= OK_CONFIDENCE and len(sides) == 2 else "low" if conf >= FAIL_CONFIDENCE else "failed"
     erosion = float(np.mean([s.erosion_score for s in sides]))
     klemetti = "C1" if erosion < KLEMETTI_CUTS[0] else "C2" if erosion < KLEMETTI_CUTS[1] else "C3"
-    decision = bool(mcw_mm < threshold_mm) if mcw_mm is not None else None
+    decision = bool(mcw_mm < threshold_mm) if mcw_mm is not None and quality != "failed" else None
     return CortexMeasurement(right, left, mcw_mm, mcw_px, klemetti, quality, conf, decision, source, spacing,
                              threshold_mm, image.path, notes)
 
@@ -228,8 +233,13 @@ def _measure_side(pixels: np.ndarray, spacing: float, midline: ct.Midline, direc
     out.roughness_mm, out.porosity, out.erosion_score = _erosion(trace, band, idx)
     # Confidence: edge strength of the trace, share of valid profiles at the site, spread there.
     spread = float(np.subtract(*np.percentile(band.width_mm[ok], [75, 25]))) / max(width_mm, 1e-6)
+    # Shape: the inferior border of the body rises from the chin toward the angle and runs the
+    # whole traced stretch (an upside-down or cropped image fails this).
+    rise_mm = float(trace.xy[0, 1] - trace.xy[-1, 1]) * spacing
+    length_mm = float(trace.arc_mm[-1])
+    shape = np.clip((rise_mm - MIN_RISE_MM) / 10.0, 0, 1) * np.clip((length_mm - 30.0) / 30.0, 0, 1)
     out.confidence = float(np.clip(trace.edge_strength, 0, 1) * (ok.sum() / near.sum())
-                           * np.clip(1.2 - spread, 0, 1))
+                           * np.clip(1.2 - spread, 0, 1) * shape)
     return out
 
 
@@ -271,17 +281,17 @@ def draw_overlay(image: Radiograph, measurement: CortexMeasurement) -> np.ndarra
     for s in measurement.sides():
         if len(s.border):
             cv2.polylines(vis, [np.round(s.border).astype(np.int32)], False, (255, 255, 0), lw, cv2.LINE_AA)
-        if len(s.endosteal):
-            cv2.polylines(vis, [np.round(s.endosteal).astype(np.int32)], False, (0, 220, 255), lw, cv2.LINE_AA)
+        if len(s.endosteal) > 1:
+            cv2.polylines(vis, _runs(s.endosteal), False, (0, 220, 255), lw, cv2.LINE_AA)
         if s.located and s.site_xy and s.normal and s.mcw_px:
             p0 = np.array(s.site_xy)
             p1 = p0 + np.array(s.normal) * s.mcw_px
             cv2.line(vis, _pt(p0), _pt(p1), (0, 0, 255), lw + 1, cv2.LINE_AA)
             cv2.circle(vis, _pt(p0), 3 * lw, (0, 0, 255), -1, cv2.LINE_AA)
             text = f"{s.side[0].upper()}: " + (f"{s.mcw_mm:.1f} mm" if s.mcw_mm is not None else f"{s.mcw_px:.0f} px")
-            # Beside the site, below the border (over the dark soft tissue), centred on it.
+            # Beside the site, above the endosteal margin (inside the bone), centred on it.
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, lw)
-            org = p0 - np.array(s.normal) * 2.5 * th + np.array([-tw / 2, th / 2])
+            org = p1 + np.array(s.normal) * 1.5 * th + np.array([-tw / 2, th / 2])
             _text(vis, text, org, font, lw)
     head = _headline(measurement)
     _text(vis, head, np.array([10.0 * lw, 30.0 * font + 5]), font, lw,
@@ -289,11 +299,18 @@ def draw_overlay(image: Radiograph, measurement: CortexMeasurement) -> np.ndarra
     return vis
 
 
+def _runs(points: np.ndarray) -> list[np.ndarray]:
+    """Split a polyline where points are missing (a gap of more than 3 steps), for drawing."""
+    step = np.hypot(*np.diff(points, axis=0).T)
+    cuts = np.nonzero(step > 3 * np.median(step))[0] + 1
+    return [np.round(run).astype(np.int32) for run in np.split(points, cuts) if len(run) > 1]
+
+
 def _headline(m: CortexMeasurement) -> str:
     if m.quality == "failed":
         return "FAILED: " + "; ".join(m.notes)
     width = f"MCW {m.mcw_mm:.2f} mm" if m.mcw_mm is not None else f"MCW {m.mcw_px:.1f} px (spacing unknown)"
-    text = f"{width}  {m.klemetti_estimate}  conf {m.confidence:.2f}"
+    text = f"{width}  {m.klemetti_estimate}  conf {np.floor(m.confidence * 100) / 100:.2f}"
     if m.decision is not None:
         text += f"  {'< ' if m.decision else '>= '}{m.threshold_mm:g} mm"
     if m.quality == "low":

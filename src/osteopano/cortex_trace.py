@@ -23,19 +23,19 @@ TRACE_OUTER_MM = 80.0     # trace from the midline zone out to this distance (ma
 ROW_RANGE = (0.55, 0.985)  # fraction of the height searched for the inferior border
 EDGE_SATURATION = 0.5     # edge strength (fraction of the image's 99.5th percentile) counted as full
 DEPTH_BONUS = 0.3         # DP reward for lying low in the searched rows (0 at the top, this at the bottom)
-OFF_IMAGE_REWARD = 0.45    # DP reward of the virtual "below the image" row (saturated edge = 1)
+OFF_IMAGE_REWARD = 0.45   # DP reward of the virtual "below the image" row (saturated edge = 1)
 MAX_SLOPE = 2             # DP: at most this many working rows per working column
 SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
-BORDER_STEP_MM = 0.5
+BORDER_STEP_MM = 0.5      # spacing of the border polyline points used for profiles
 NORMAL_SMOOTH_MM = 3.0    # the border is smoothed at this scale before taking normals
-REFINE_SMOOTH_MM = 1.5    # smoothing of the measured periosteal edge along the border      # spacing of the border polyline points used for profiles
+REFINE_SMOOTH_MM = 1.5    # smoothing of the measured periosteal edge along the border
 PROFILE_RANGE_MM = (-3.0, 10.0)  # profile extent along the normal (negative = below the border)
 PROFILE_STEP_MM = 0.05
 PROFILE_SIGMA_MM = 0.12   # smoothing of each profile
 OUTER_SEARCH_MM = 1.6     # the outer (periosteal) edge is searched within this of the traced border
 EDGE_MAX_STEP_MM = 0.4    # band edges move at most this between neighbouring border points
 EDGE_PENALTY = 0.003      # per squared profile sample of edge movement
-INNER_DECAY_MM = 6.0      # the endosteal step's reward halves every ~3.5 mm further in
+INNER_DECAY_MM = 6.0      # the endosteal step's reward decays as exp(-depth / this)
 MIN_WIDTH_MM, MAX_WIDTH_MM = 0.5, 9.0  # a cortical band outside this is not accepted
 
 
@@ -55,7 +55,6 @@ class Band:
 
     outer_t: np.ndarray     # (N,) periosteal edge offset along the normal from the trace, mm (nan = none)
     inner_t: np.ndarray     # (N,) endosteal edge offset, mm (nan = none)
-    contrast: np.ndarray    # (N,) cortex minus background level, in image units
     porosity: np.ndarray    # (N,) fraction of the band's samples darker than the endosteal half level
 
     @property
@@ -240,7 +239,6 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
 
     outer = np.full(n, np.nan)
     inner = np.full(n, np.nan)
-    contrast = np.zeros(n)
     porosity = np.full(n, np.nan)
     for i in range(n):
         p, to, ti = prof[i], t[io[i]], t[min(ii[i], t.size - 1)]
@@ -256,10 +254,9 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         if np.isnan(o) or np.isnan(e) or not (MIN_WIDTH_MM <= e - o <= MAX_WIDTH_MM):
             continue
         outer[i], inner[i] = o, e
-        contrast[i] = cortex - bg
         band = p[idx(o):idx(e) + 1]
         porosity[i] = float(np.mean(band < 0.5 * (cortex + trab)))
-    return Band(outer_t=outer, inner_t=inner, contrast=contrast, porosity=porosity)
+    return Band(outer_t=outer, inner_t=inner, porosity=porosity)
 
 
 FORAMEN_HEIGHT_MM = (7.0, 17.0)      # the mental foramen lies this far above the inferior border
@@ -349,7 +346,9 @@ def find_midline(pixels: np.ndarray, spacing_mm: float) -> Midline:
             ok = np.isfinite(mirrored)
             if ok.mean() < 0.5:
                 continue
-            score = float(np.corrcoef(grad[ok], mirrored[ok])[0, 1])
+            a, b = grad[ok], mirrored[ok]
+            denom = float(a.std() * b.std())
+            score = float(np.mean((a - a.mean()) * (b - b.mean())) / denom) if denom > 1e-12 else 0.0
             if score > best[0]:
                 best = (score, xc, tilt)
     score, xc, tilt = best

@@ -145,7 +145,7 @@ def load_images(paths: Sequence[Path], preprocess: Preprocess, workers: int,
 def _progress(console: Console | None) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[info]}"), console=console, transient=True,
-                    disable=console is None)
+                    disable=console is None or not console.is_terminal)
 
 
 # ----------------------------------------------------------------------------- tensors

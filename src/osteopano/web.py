@@ -483,6 +483,21 @@ def _threshold(model: Any, card: dict[str, Any]) -> tuple[float | None, str | No
     return (float(value) if isinstance(value, (int, float)) else None), (str(rule) if rule else None)
 
 
+def _test_metrics(card: dict[str, Any]) -> list[tuple[str, str]]:
+    """Sensitivity, specificity and AUC from the card's test metrics as ('name', '0.812 (95% CI a-b)')."""
+    metrics = card.get("test_metrics") or {}
+    rows = []
+    for key, label in (("sensitivity", "Sensitivity"), ("specificity", "Specificity"), ("auc", "AUC")):
+        entry = metrics.get(key)
+        value = entry.get("value") if isinstance(entry, dict) else entry
+        if not isinstance(value, (int, float)):
+            continue
+        ci = entry.get("ci") if isinstance(entry, dict) else None
+        text = f"{value:.3f}" + (f" (95% CI {ci[0]:.3f}\u2013{ci[1]:.3f})" if ci and None not in ci else "")
+        rows.append((label, text))
+    return rows
+
+
 def _decision_text(decision: bool) -> str:
     return "Refer for DXA" if decision else "No DXA referral suggested by this screen"
 
@@ -528,7 +543,8 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
         html = templates.get_template(name).render(
             card=card, synthetic=synthetic, disclaimer=DISCLAIMER, max_upload_mb=max_upload_mb,
             version=__version__, model_threshold=threshold, threshold_rule=threshold_rule,
-            keeps_uploads=keep_uploads is not None, **context)
+            keeps_uploads=keep_uploads is not None, test_metrics=_test_metrics(card),
+            test_n=(card.get("test_metrics") or {}).get("n"), **context)
         return HTMLResponse(html, status_code=status)
 
     @app.exception_handler(WebError)
@@ -628,9 +644,9 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload) -> dict[st
     """Worker-thread part of the page: predict with heatmap, draw the images, build the reports."""
     screening = service.run_model(upload, heatmap=True)
     radiograph, result = screening.radiograph, screening.result
-    overlay = None  # RGB, as reports.write_report documents (explain.overlay gives OpenCV's BGR)
+    overlay = None  # uint8 RGB
     if getattr(result, "heatmap", None) is not None:
-        overlay = cv2.cvtColor(explain.overlay(radiograph, result.heatmap), cv2.COLOR_BGR2RGB)
+        overlay = explain.overlay(radiograph, result.heatmap)
     with tempfile.TemporaryDirectory(prefix="osteopano-report-", dir=_memory_tmp()) as tmp:
         paths = reports.write_report(tmp, radiograph, result, card, heatmap_overlay=overlay)
         files = {fmt: Path(paths[fmt]).read_bytes() for fmt in ("html", "pdf") if paths.get(fmt)}
@@ -645,6 +661,7 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload) -> dict[st
         "texts": reports.plain_language(result),
         "radiograph_uri": _data_uri(_display_u8(radiograph.pixels)),
         "overlay_uri": _data_uri(overlay) if overlay is not None else None,
+        "heatmap_empty": overlay is not None and not np.any(np.asarray(result.heatmap) > 0),
         "size": f"{radiograph.pixels.shape[1]} x {radiograph.pixels.shape[0]} px",
         "report_token": token,
         "report_formats": sorted(files),

@@ -1,0 +1,232 @@
+"""Automatic mandibular cortical width measurement (osteopano.cortex) and `osteopano measure`.
+
+Accuracy is checked on SYNTHETIC phantom images with known truth; the real samples beside the
+checkout are checked for plausibility only (no truth exists for them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from osteopano import phantom
+from osteopano.cli import app
+from osteopano.cortex import CortexMeasurement, draw_overlay, measure
+from osteopano.errors import OsteopanoError
+from osteopano.imageio import from_array, read_image
+
+N_PHANTOM = 30
+WIDTH = 1100
+
+
+@pytest.fixture(scope="module")
+def phantom_set(tmp_path_factory) -> tuple[Path, list[dict[str, str]]]:
+    """30 synthetic images (width 1100) with their manifest rows, generated once."""
+    root = tmp_path_factory.mktemp("cortex-phantom")
+    phantom.generate(root, N_PHANTOM, seed=123, width=WIDTH, progress=False)
+    with (root / "manifest.csv").open(newline="") as fh:
+        return root, list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def phantom_results(phantom_set) -> list[tuple[dict[str, str], CortexMeasurement]]:
+    root, rows = phantom_set
+    return [(r, measure(read_image(root / r["path"]), pixel_spacing_mm=float(r["pixel_spacing_mm"])))
+            for r in rows]
+
+
+def test_phantom_every_side_located_and_accurate(phantom_results):
+    errors = []
+    for row, m in phantom_results:
+        assert m.spacing_source == "argument"
+        for side in m.sides():
+            assert side.located, f"{row['path']} {side.side} side not located"
+            errors.append(abs(side.mcw_mm - float(row[f"mcw_{side.side}_mm"])))
+    assert len(errors) == 2 * N_PHANTOM
+    assert np.median(errors) <= 0.3, f"median abs MCW error {np.median(errors):.3f} mm"
+
+
+def test_phantom_sides_and_sites_match_truth(phantom_results):
+    """`.right` is the patient's right = the image's left half; sites land near the true sites."""
+    dists = []
+    for row, m in phantom_results:
+        spacing = float(row["pixel_spacing_mm"])
+        assert m.right.site_xy[0] < WIDTH / 2 < m.left.site_xy[0]
+        for side in m.sides():
+            true_xy = np.array([float(row[f"site_{side.side}_x"]), float(row[f"site_{side.side}_y"])])
+            dists.append(np.hypot(*(np.array(side.site_xy) - true_xy)) * spacing)
+            assert side.site_method in ("mental_foramen", "fixed_distance")
+            true_n = np.array([float(row[f"normal_{side.side}_x"]), float(row[f"normal_{side.side}_y"])])
+            assert np.dot(true_n, side.normal) > 0.95  # both point from the border into the bone
+    assert np.median(dists) < 3.0, f"median site distance {np.median(dists):.1f} mm"
+
+
+def test_phantom_quality_decision_and_klemetti(phantom_results):
+    for row, m in phantom_results:
+        assert 0.0 <= m.confidence <= 1.0
+        assert m.quality in ("ok", "low", "failed")
+        assert m.klemetti_estimate in ("C1", "C2", "C3")
+        if m.quality != "failed":
+            assert m.decision == (m.mcw_mm < 3.0)
+    assert sum(m.quality == "ok" for _, m in phantom_results) >= 0.8 * N_PHANTOM
+    # Eroded classes have higher erosion scores than C1 on average (synthetic truth).
+    score = {c: [np.mean([s.erosion_score for s in m.sides()]) for r, m in phantom_results if r["klemetti"] == c]
+             for c in ("C1", "C3")}
+    if score["C1"] and score["C3"]:
+        assert np.mean(score["C3"]) > np.mean(score["C1"])
+
+
+def test_row_and_json_records(phantom_set, phantom_results):
+    row, m = phantom_results[0]
+    flat = m.to_row()
+    assert flat["mcw_right_mm"] == pytest.approx(m.right.mcw_mm, abs=0.01)
+    assert not any(isinstance(v, (list, dict)) for v in flat.values())
+    rec = json.loads(json.dumps(m.to_json()))
+    border = np.array(rec["side_left"]["border"])
+    assert border.ndim == 2 and border.shape[1] == 2
+    length_mm = np.sum(np.hypot(*np.diff(border, axis=0).T)) * float(row["pixel_spacing_mm"])
+    assert 0.7 < length_mm / (len(border) - 1) < 1.4  # about one point per mm
+    assert len(rec["side_left"]["endosteal"]) > 10
+
+
+def test_threshold_sets_decision(phantom_set):
+    root, rows = phantom_set
+    image = read_image(root / rows[0]["path"])
+    spacing = float(rows[0]["pixel_spacing_mm"])
+    m = measure(image, pixel_spacing_mm=spacing, threshold_mm=100.0)
+    assert m.decision is True and m.threshold_mm == 100.0
+    assert measure(image, pixel_spacing_mm=spacing, threshold_mm=0.5).decision is False
+
+
+def test_dicom_spacing_is_used(tmp_path):
+    phantom.generate(tmp_path, 2, seed=5, fmt="dicom", width=1000, progress=False)
+    with (tmp_path / "manifest.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        m = measure(read_image(tmp_path / row["path"]))
+        assert m.spacing_source == "file"
+        assert m.pixel_spacing_mm == pytest.approx(float(row["pixel_spacing_mm"]), rel=1e-4)
+        assert abs(m.right.mcw_mm - float(row["mcw_right_mm"])) < 0.5
+        assert abs(m.left.mcw_mm - float(row["mcw_left_mm"])) < 0.5
+
+
+def test_argument_overrides_file_spacing(phantom_set):
+    root, rows = phantom_set
+    image = from_array(read_image(root / rows[0]["path"]).pixels, pixel_spacing_mm=0.2)
+    assert measure(image).spacing_source == "file"
+    m = measure(image, pixel_spacing_mm=0.1)
+    assert m.spacing_source == "argument" and m.pixel_spacing_mm == 0.1
+    with pytest.raises(OsteopanoError, match="spacing"):
+        measure(image, pixel_spacing_mm=-1.0)
+
+
+@pytest.mark.parametrize("variant", ["upside_down", "top_half", "left_half", "noise", "tiny", "flat"])
+def test_bad_images_are_flagged_not_crashing(phantom_set, variant):
+    root, rows = phantom_set
+    pixels = read_image(root / rows[1]["path"]).pixels
+    h, w = pixels.shape
+    arr = {
+        "upside_down": pixels[::-1],
+        "top_half": pixels[: h // 2],
+        "left_half": pixels[:, : w // 2],
+        "noise": np.random.default_rng(0).random((h, w), dtype=np.float32),
+        "tiny": pixels[::40, ::40],
+        "flat": np.full((200, 400), 0.5, np.float32),
+    }[variant]
+    m = measure(from_array(np.ascontiguousarray(arr)), pixel_spacing_mm=float(rows[1]["pixel_spacing_mm"]))
+    assert m.quality in ("low", "failed"), (variant, m.quality, m.confidence)
+    assert m.confidence < 0.6
+    overlay = draw_overlay(from_array(np.ascontiguousarray(arr)), m)
+    assert overlay.shape == (*arr.shape, 3) and overlay.dtype == np.uint8
+
+
+def test_real_native_samples(real_samples, tmp_path):
+    files = sorted((real_samples / "native").glob("*.png"))
+    assert len(files) == 6
+    for f in files:
+        image = read_image(f)
+        m = measure(image, pixel_spacing_mm=0.1)
+        for side in m.sides():
+            assert side.located, f"{f.name}: {side.side} border/cortex not found"
+            assert 1.5 <= side.mcw_mm <= 7.0, f"{f.name}: {side.side} width {side.mcw_mm:.2f} mm"
+            # The site is on the lower part of the image, on its own half.
+            assert side.site_xy[1] > 0.6 * image.pixels.shape[0]
+        assert m.right.site_xy[0] < image.pixels.shape[1] / 2 < m.left.site_xy[0]
+        overlay = draw_overlay(image, m)
+        out = tmp_path / f"{f.stem}.png"
+        assert cv2.imwrite(str(out), overlay)
+        assert cv2.imread(str(out)).shape == (*image.pixels.shape, 3)
+
+
+def test_real_ufba_unknown_spacing(real_samples):
+    files = sorted((real_samples / "ufba-512").glob("*.jpg"))
+    assert files
+    for f in files:
+        m = measure(read_image(f))
+        assert m.spacing_source == "unknown" and m.pixel_spacing_mm is None
+        assert m.mcw_mm is None and m.decision is None
+        assert "pixel spacing unknown" in "; ".join(m.notes)
+        if m.quality != "failed":
+            assert m.mcw_px is not None and m.mcw_px > 0
+
+
+def _phantom_folder(phantom_set, tmp_path: Path, n: int = 3) -> Path:
+    """A folder with n phantom PNGs, their manifest and one corrupt image."""
+    root, rows = phantom_set
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    with (folder / "manifest.csv").open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for r in rows[:n]:
+            (folder / r["path"]).write_bytes((root / r["path"]).read_bytes())
+            writer.writerow(r)
+    (folder / "sub" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    return folder
+
+
+def test_cli_measure_csv(phantom_set, tmp_path):
+    folder = _phantom_folder(phantom_set, tmp_path)
+    out, ov = tmp_path / "res.csv", tmp_path / "ov"
+    result = CliRunner().invoke(app, ["measure", str(folder), "--out", str(out), "--overlays", str(ov)])
+    assert result.exit_code == 0, result.output
+    with out.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4
+    broken = [r for r in rows if r["path"].endswith("broken.png")]
+    assert len(broken) == 1 and broken[0]["error"]
+    good = [r for r in rows if not r["error"]]
+    assert all(r["spacing_origin"] == "manifest" and float(r["mcw_mm"]) > 0 for r in good)
+    assert sorted(p.name for p in ov.iterdir()) == sorted(Path(r["path"]).stem + "_cortex.png" for r in good)
+
+
+def test_cli_measure_jsonl_and_spacing_option(phantom_set, tmp_path):
+    folder = _phantom_folder(phantom_set, tmp_path, n=1)
+    out = tmp_path / "res.jsonl"
+    result = CliRunner().invoke(app, ["measure", str(folder), "--out", str(out), "--pixel-spacing", "0.2",
+                                      "--threshold-mm", "2.5"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 2
+    rec = next(r for r in records if not r["error"])
+    assert rec["spacing_origin"] == "option" and rec["pixel_spacing_mm"] == 0.2 and rec["threshold_mm"] == 2.5
+    for side in ("side_right", "side_left"):
+        assert len(rec[side]["border"]) > 20 and len(rec[side]["site_xy"]) == 2
+
+
+def test_cli_nothing_readable_is_an_error(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"nope")
+    result = CliRunner().invoke(app, ["measure", str(bad)])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, OsteopanoError)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(app, ["measure", str(empty)])
+    assert isinstance(result.exception, OsteopanoError) and "no images" in str(result.exception)
