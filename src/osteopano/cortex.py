@@ -41,7 +41,7 @@ EROSION_HALF_STRETCH_MM = 10.0   # erosion is judged over +-this around the site
 ROUGH_SMOOTH_MM = 3.0            # endosteal roughness = residual after smoothing at this scale
 ROUGH_REF_MM = 0.4               # roughness counted as full erosion
 POROSITY_REF = 0.15              # porosity counted as full erosion
-KLEMETTI_CUTS = (0.3, 0.6)       # erosion score -> C1 | C2 | C3
+KLEMETTI_CUTS = (0.3, 0.68)      # erosion score -> C1 | C2 | C3
 PLAUSIBLE_MM = (1.0, 8.0)        # widths outside are implausible for an adult mandible
 MIN_RISE_MM = 5.0                # the border must rise at least this much from the chin zone outwards
 FAIL_CONFIDENCE = 0.15           # below: 'failed' (widths kept for inspection, no decision)

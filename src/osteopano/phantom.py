@@ -14,8 +14,9 @@ Latent model (per patient; both images of a patient share it)
   clipped to [1.6, 6.0]; left and right differ by ~5 % (N(0, 0.05) relative). The oracle AUC
   of -MCW for the DXA label is therefore about 0.8, not 1.0.
 * Klemetti class from ``e + N(0, 0.25)`` cut at 0.94 and 1.89 (about 45 % C1, 35 % C2, 20 % C3;
-  mean MCW about 4.6, 3.7 and 3.0 mm). The class is drawn in the pixels: C1 an even, sharp endosteal margin; C2 semilunar lacunae and
-  endosteal cortical residues; C3 heavy residues and porous cortex (streaks through the cortex).
+  mean MCW about 4.6, 3.7 and 3.0 mm). The class is drawn in the pixels: C1 an even, sharp
+  endosteal margin; C2 semilunar lacunae and endosteal cortical residues; C3 heavy residues
+  and porous cortex (streaks through the cortex).
   Erosion covers most of the mandibular body on both sides (from the canine region to the
   angle), so it survives downscaling to 224 x 224; eroded cortices are also thinner and less
   dense, and trabecular bone is sparser with lower tscore.
@@ -345,7 +346,8 @@ def _mandible_polygon(anat: Anatomy, side_jitter: np.ndarray) -> np.ndarray:
         head = np.stack([gx + 11 * k + jx + 8 * k * np.cos(phi), -43 * k + jy - 6 * k * np.sin(phi)], 1)
         rest = [(gx + 1 * k, -34 * k + jy), (gx - 6 * k, -29 * k), (gx - 14 * k, -33 * k),
                 (gx - 20 * k, -43 * k + jy), (gx - 24 * k, -42 * k + jy), (gx - 26 * k, -28 * k),
-                (gx - 27 * k, -10 * k), (gx - 29 * k, 0.0), (gx - 32 * k, float(anat.crest(gx - 32 * k)) - 2 * k)]  # fmt: skip
+                (gx - 27 * k, -10 * k), (gx - 29 * k, 0.0),
+                (gx - 32 * k, float(anat.crest(gx - 32 * k)) - 2 * k)]  # fmt: skip
         pts = np.vstack([post, head, rest])
         pts[:, 0] *= sx
         return pts if sx > 0 else pts[::-1]
@@ -536,7 +538,8 @@ def render_anatomy(patient: Patient, width: int) -> tuple[np.ndarray, np.ndarray
     trab_level = float(np.clip(0.17 + 0.014 * t_lat, 0.11, 0.2))
     thick = float(np.clip(0.42 + 0.05 * t_lat, 0.2, 0.5))
     tex = _resize(np.exp(-((_bandpass_noise(rng, half, 0.22 / mm, 1.0 / mm) / thick) ** 2)), raster.shape)
-    ramus = _smoothstep((ax - (anat.gonial_x - 24 * k)) / 8)[None, :] * _smoothstep((anat.gonial_y - 8 - ys) / 10)[:, None]
+    ramus = _smoothstep((ax - (anat.gonial_x - 24 * k)) / 8)[None, :]
+    ramus = ramus * _smoothstep((anat.gonial_y - 8 - ys) / 10)[:, None]  # thinner bone plate
     inner = 1 - band
     # soft-edged fill except along the inferior border, where the edge must stay exact
     sharp = np.zeros(raster.shape, np.float32)

@@ -45,6 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -624,7 +625,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
 
 
 def _lifespan(service: Service) -> Callable:
-    from contextlib import asynccontextmanager
+    """Shut the worker pool down with the app."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
