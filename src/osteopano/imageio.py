@@ -149,13 +149,16 @@ def write_dicom(
     *,
     patient_id: str | None = None,
     photometric: str = "MONOCHROME2",
+    uid_seed: str | None = None,
     **extra_tags: Any,
 ) -> None:
     """Write an uncompressed (explicit VR little endian) DICOM X-ray image atomically.
 
     ``pixel_spacing_mm`` fills PixelSpacing (None leaves it out, e.g. to test ImagerPixelSpacing
     given through ``extra_tags``). ``extra_tags`` are set by DICOM keyword (``BitsStored=12``,
-    ``RescaleSlope=2``, ``WindowCenter=...``). No PatientName is written.
+    ``RescaleSlope=2``, ``WindowCenter=...``). No PatientName is written. ``uid_seed`` derives
+    the study/series/instance UIDs from that text instead of drawing random ones, so the same
+    seed writes byte-identical files (the phantom uses it).
     """
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -166,19 +169,23 @@ def write_dicom(
     sop_class = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
+
+    def uid(kind: str) -> str:
+        return generate_uid(entropy_srcs=[uid_seed, kind]) if uid_seed is not None else generate_uid()
+
+    meta.MediaStorageSOPInstanceUID = uid("instance")
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
     ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
+    ds.StudyInstanceUID = uid("study")
+    ds.SeriesInstanceUID = uid("series")
     ds.Modality = "PX"  # panoramic X-ray
     ds.PatientID = patient_id or ""
     if pixel_spacing_mm is not None:
         ds.PixelSpacing = [float(pixel_spacing_mm), float(pixel_spacing_mm)]
     bits_stored = int(extra_tags.pop("BitsStored", 16))
-    ds.set_pixel_data(arr, photometric, bits_stored)
+    ds.set_pixel_data(arr, photometric, bits_stored, generate_instance_uid=False)
     for keyword, value in extra_tags.items():
         setattr(ds, keyword, value)
     with atomic_path(path) as tmp:

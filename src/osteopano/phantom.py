@@ -47,6 +47,7 @@ worker count.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -60,7 +61,8 @@ import cv2
 import numpy as np
 
 from osteopano.errors import OsteopanoError
-from osteopano.fileio import atomic_write_text
+from osteopano import __version__
+from osteopano.fileio import atomic_write_json, atomic_write_text
 
 ASPECT = 0.4875  # height / width of the output image (1600 -> 780)
 RASTER_HALF_MM = (170.0, 92.0)  # anatomy raster covers x in [-170, 170], y in [-92, 92] mm
@@ -718,12 +720,6 @@ def _patient_of(job: _Job) -> Patient:
     return sample_patient(job.patient_seq, f"P{job.patient_index:05d}")
 
 
-def _uid(seed: int, *parts: str) -> str:
-    from pydicom.uid import generate_uid
-
-    return generate_uid(entropy_srcs=[f"osteopano-phantom-{seed}", *parts])
-
-
 def _write_one(args: tuple[_Job, str, int, str, bool, int]) -> dict[str, Any]:
     """Render and write one image (and masks); returns its manifest row. Runs in a worker."""
     job, out_dir, width, fmt, masks, seed = args
@@ -735,7 +731,7 @@ def _write_one(args: tuple[_Job, str, int, str, bool, int]) -> dict[str, Any]:
 
         write_png16(out / name, ph.pixels)
     else:
-        _write_dicom_deterministic(out / name, ph, seed, job.stem)
+        _write_dicom(out / name, ph, seed, job.stem)
     if masks:
         from osteopano.fileio import atomic_path
 
@@ -745,25 +741,12 @@ def _write_one(args: tuple[_Job, str, int, str, bool, int]) -> dict[str, Any]:
     return {"path": name, **ph.truth}
 
 
-def _write_dicom_deterministic(path: Path, ph: PhantomImage, seed: int, stem: str) -> None:
-    """``imageio.write_dicom`` with UIDs derived from the seed and file stem instead of random
-    ones (write_dicom and pydicom's set_pixel_data draw fresh UIDs; they are swapped for
-    deterministic ones for the duration of the call), so the same seed gives identical bytes."""
-    from contextlib import ExitStack
-    from unittest import mock
-
-    import pydicom.pixels.utils
-    import pydicom.uid
-
+def _write_dicom(path: Path, ph: PhantomImage, seed: int, stem: str) -> None:
+    """Write a DICOM whose UIDs derive from the seed and file stem, so the same seed gives identical bytes."""
     from osteopano.imageio import write_dicom
 
-    uids = iter([_uid(seed, stem, str(i)) for i in range(8)])
-    study = _uid(seed, ph.truth["patient_id"], "study")
-    with ExitStack() as stack:
-        for module in (pydicom.uid, pydicom.pixels.utils):
-            stack.enter_context(mock.patch.object(module, "generate_uid", lambda *a, **k: next(uids)))
-        write_dicom(path, ph.pixels, ph.truth["pixel_spacing_mm"], patient_id=ph.truth["patient_id"],
-                    StudyInstanceUID=study)  # fmt: skip
+    write_dicom(path, ph.pixels, ph.truth["pixel_spacing_mm"], patient_id=ph.truth["patient_id"],
+                uid_seed=f"osteopano-phantom-{seed}-{stem}")  # fmt: skip
 
 
 def generate(
@@ -802,17 +785,12 @@ def generate(
         bar.start()
         task_id = bar.add_task("synthesising", total=n)
     try:
-        if workers > 1 and n > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for row in pool.map(_write_one, tasks, chunksize=1):
-                    rows.append(row)
-                    if bar is not None:
-                        bar.advance(task_id)
-                    if on_image:
-                        on_image()
-        else:
-            for t in tasks:
-                rows.append(_write_one(t))
+        with contextlib.ExitStack() as stack:
+            mapper = map
+            if workers > 1 and n > 1:
+                mapper = stack.enter_context(ProcessPoolExecutor(max_workers=workers)).map
+            for row in mapper(_write_one, tasks):
+                rows.append(row)
                 if bar is not None:
                     bar.advance(task_id)
                 if on_image:
@@ -825,4 +803,12 @@ def generate(
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "manifest.csv", buf.getvalue())
+    # Provenance sidecar read by osteopano.dataset: runs trained on it are labelled synthetic.
+    atomic_write_json(out / "dataset.json", {
+        "synthetic": True,
+        "generator": "osteopano.phantom",
+        "osteopano_version": __version__,
+        "n": n, "seed": seed, "format": fmt, "width": width,
+        "note": "Synthetic panoramic phantom: results on it are not clinical evidence.",
+    })  # fmt: skip
     return rows
