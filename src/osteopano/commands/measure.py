@@ -166,7 +166,7 @@ def _summary(records: list[dict[str, Any]]):
     from rich.table import Table
 
     table = Table(title="Mandibular cortical width (screening aid, not a diagnosis)")
-    for col in ("image", "quality", "MCW right", "MCW left", "MCW", "Klemetti", f"< threshold"):
+    for col in ("image", "quality", "MCW right", "MCW left", "MCW", "Klemetti", "< threshold"):
         table.add_column(col)
     for r in records[:40]:
         name = Path(r["path"]).name
