@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -143,6 +144,8 @@ class TorchEngine(Engine):
 
     def __init__(self, run: RunModel):
         self.run = run
+        # Grad-CAM hooks the shared network: two heatmaps at once would mix their activations.
+        self._gradcam_lock = threading.Lock()
         super().__init__(preprocess=run.preprocess, classes=run.classes, positive=run.config.positive,
                          threshold=run.threshold, model_id=run_model_id(run.run_dir),
                          card=build_card(run))
@@ -165,7 +168,8 @@ class TorchEngine(Engine):
             from osteopano.explain import gradcam
         except ImportError as exc:
             raise ModelError(f"Grad-CAM heatmaps are unavailable ({exc})") from None
-        return gradcam(self.run, image)
+        with self._gradcam_lock:
+            return gradcam(self.run, image)
 
 
 class OnnxEngine(Engine):
@@ -320,9 +324,11 @@ def _synthetic(cfg: Any) -> tuple[bool | None, str]:
 
 def _data_description(cfg: Any, synthetic: bool | None, n_images: int | None) -> str:
     kind = {True: "SYNTHETIC panoramic phantom (osteopano synth); results are not clinical evidence",
-            False: "radiographs (not synthetic)", None: "data of unknown provenance (synthetic or not: unknown)"}
+            False: "radiographs", None: "data of unknown provenance (synthetic or not: unknown)"}
     count = f"{n_images} labelled images" if n_images else "an unknown number of images"
-    return (f"{kind[synthetic]}: {count} from {cfg.data or 'an unrecorded path'}, label column "
+    # the last two path parts only (e.g. dev/manifest.csv): no local directory layout in cards
+    source = "/".join(Path(cfg.data).parts[-2:]) if cfg.data else "an unrecorded path"
+    return (f"{kind[synthetic]}: {count} from {source}, label column "
             f"{cfg.label_column!r}, split {cfg.split_source} {list(cfg.split_fractions)} (train/val/test)")
 
 

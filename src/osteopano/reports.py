@@ -156,7 +156,8 @@ def plain_language(result: Any, measurement: Any = None) -> dict[str, str]:
                    "not a diagnosis and cannot rule osteoporosis out. If you are worried about your bones, "
                    "or have broken a bone in a minor fall, talk to your doctor: they can arrange a DXA scan, "
                    "a quick and painless bone-density scan.")
-    dentist += " The heatmap shows which parts of the image raised the score most; it is not a map of disease."
+    if getattr(result, "heatmap", None) is not None:
+        dentist += " The heatmap shows which parts of the image raised the score most; it is not a map of disease."
     mcw = _mcw_sentence(measurement, bool(result.decision))
     if mcw:
         dentist += " " + mcw
@@ -553,11 +554,13 @@ def _write_pdf(path: Path, ctx: dict[str, Any]) -> None:
 
 
 def write_report(out_dir: str | Path, radiograph: Any, result: Any, card: dict[str, Any] | None,
-                 heatmap_overlay: np.ndarray | None = None, measurement: Any = None) -> dict[str, Path]:
-    """Write ``<stem>.html`` and ``<stem>.pdf`` (stem = the image's file stem) into ``out_dir``,
-    atomically; returns ``{'html': path, 'pdf': path}``."""
+                 heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
+                 stem: str | None = None) -> dict[str, Path]:
+    """Write ``<stem>.html`` and ``<stem>.pdf`` into ``out_dir``, atomically; returns
+    ``{'html': path, 'pdf': path}``. ``stem`` defaults to the image's file stem; batch callers pass a
+    name unique within the batch (``a/x.png`` and ``b/x.png`` must not overwrite each other)."""
     out_dir = Path(out_dir)
-    stem = report_stem(result)
+    stem = stem or report_stem(result)
     paths = {"html": out_dir / f"{stem}.html", "pdf": out_dir / f"{stem}.pdf"}
     ctx = report_context(radiograph, result, card, heatmap_overlay, measurement)
     atomic_write_text(paths["html"], _render_html(ctx))

@@ -256,8 +256,8 @@ def _extras(item: Screened, image: Radiograph, heatmaps_dir: Path | None, report
         from osteopano.explain import overlay as make_overlay
 
         overlay = make_overlay(image, item.result.heatmap)
+    name = name_of(Path(item.result.path))
     if heatmaps_dir is not None and overlay is not None:
-        name = name_of(Path(item.result.path))
         item.files["heatmap"] = _write_png(heatmaps_dir / f"{name}_gradcam.png", overlay)
     measurement = None
     if measure:
@@ -272,7 +272,8 @@ def _extras(item: Screened, image: Radiograph, heatmaps_dir: Path | None, report
         from osteopano.reports import write_report
 
         try:
-            item.files.update(write_report(report_dir, image, item.result, card, overlay, measurement))
+            item.files.update(write_report(report_dir, image, item.result, card, overlay, measurement,
+                                            stem=name))
         except OsteopanoError as exc:
             problems.append(f"report failed: {exc}")
     if problems:
