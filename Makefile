@@ -22,9 +22,23 @@ install: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
 
+# The study's design end to end on SYNTHETIC phantom data (not clinical evidence):
+# a 400-image development set with Klemetti-derived labels (C1 normal; C2, C3 osteoporosis),
+# the internal test split, then a separately generated 100-image external set with DXA labels.
 demo: install
+	rm -rf $(DEMO)
 	$(BIN)/osteopano synth $(DEMO)/dev --n 400 --seed $(SEED)
-	$(BIN)/osteopano inspect $(DEMO)/dev/manifest.csv
+	$(BIN)/osteopano synth $(DEMO)/external --n 100 --seed $$(( $(SEED) + 1 ))
+	$(BIN)/osteopano inspect $(DEMO)/dev
+	$(BIN)/osteopano train $(DEMO)/dev --out $(DEMO)/run --seed $(SEED) \
+	    --label-column klemetti --label-map C1=normal,C2=osteoporosis,C3=osteoporosis
+	$(BIN)/osteopano evaluate $(DEMO)/run $(DEMO)/external --out $(DEMO)/external-eval
+	$(BIN)/osteopano export $(DEMO)/run
+	$(BIN)/osteopano predict $(DEMO)/run/model.onnx $(DEMO)/external --engine onnx --out $(DEMO)/screening.csv
+	$(BIN)/osteopano measure $(DEMO)/external --out $(DEMO)/mcw.csv --overlays $(DEMO)/mcw-overlays
+	$(BIN)/osteopano predict $(DEMO)/run $(DEMO)/external/phantom_00000.png $(DEMO)/external/phantom_00001.png \
+	    --measure --heatmaps $(DEMO)/heatmaps --report $(DEMO)/reports
+	@echo "Demo finished: outputs in $(DEMO)/ -- all figures above are on SYNTHETIC phantom data, not clinical evidence."
 
 test: install browser
 	$(PY) -m pytest -q

@@ -109,9 +109,18 @@ def test_evaluate_on_another_set(run: Path, data, monkeypatch, capsys, tmp_path)
     code, out, _ = run_cli(monkeypatch, capsys, "evaluate", str(run), str(data["ext"]), "--out", str(tmp_path / "e"))
     assert code == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
-    assert metrics["n"] == 16 and metrics["auc"]["value"] is not None
+    assert metrics["n"] == 16 and metrics["auc"]["value"] is not None and metrics["skipped_files"] == []
     for name in ("confusion.png", "roc.png", "calibration.png"):
         assert (tmp_path / "e" / name).is_file()
+
+
+def test_evaluate_lists_and_skips_unreadable_files(run: Path, tmp_path) -> None:
+    from osteopano.training import evaluate_run
+
+    manifest = make_set(tmp_path / "bad", 8, 2)
+    (tmp_path / "bad" / "img003.png").write_bytes(b"not a png")
+    metrics = evaluate_run(run, manifest, tmp_path / "e", label_column="label", label_map={})
+    assert metrics["n"] == 7 and len(metrics["skipped_files"]) == 1 and "img003.png" in metrics["skipped_files"][0]
 
 
 def test_interrupted_run_resumes_to_the_same_history(data, monkeypatch, capsys, tmp_path) -> None:

@@ -397,7 +397,7 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
 
     if console and state["bad_epochs"] >= cfg.patience:
         console.print(f"Early stopping: no val_loss improvement for {cfg.patience} epochs; "
-                      f"restoring the weights of epoch {state['best_epoch']}")
+                      f"restoring the weights of epoch {state['best_epoch']}", soft_wrap=True)
     model.load_state_dict(state["best_model"])
     model = model.to(memory_format=torch.contiguous_format)
     _save_curves(out / "curves.png", state["history"], state["best_epoch"])
@@ -552,9 +552,10 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
         value, note = run.threshold, f"the run's threshold ({cfg.threshold_note})"
         rule = cfg.threshold_rule
     else:
-        value, note = choose_threshold(parse_threshold_rule(threshold), y, prob)
+        rule_obj = parse_threshold_rule(threshold)
+        value, note = choose_threshold(rule_obj, y, prob)
         rule = threshold
-        if parse_threshold_rule(threshold).kind != "fixed":
+        if rule_obj.kind != "fixed":
             note += " (chosen on this evaluation set itself: optimistic)"
     metrics = compute_metrics(y, prob, value, class_names=run.classes, seed=cfg.seed)
     metrics["threshold_rule"] = {"rule": rule, "value": float(value), "description": note}
