@@ -42,6 +42,7 @@ class RunConfig:
     # data and labels
     data: str = ""                       # the DATA argument (manifest or folder), absolute
     data_fingerprint: str = ""           # Dataset.fingerprint() when training started
+    data_synthetic: bool | None = None   # from the data set's dataset.json: True for osteopano synth output
     label_column: str = "label"
     label_map: dict[str, str] = field(default_factory=dict)   # raw value -> class ('' = identity)
     classes: list[str] = field(default_factory=lambda: ["normal", "osteoporosis"])  # index order of the outputs

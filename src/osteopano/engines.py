@@ -309,17 +309,12 @@ def build_card(run: RunModel) -> dict[str, Any]:
 
 
 def _synthetic(cfg: Any) -> tuple[bool | None, str]:
-    """Was the training data the synthetic phantom? The run config's ``data_synthetic`` when recorded,
-    else the data set's ``dataset.json`` if it is still where the run found it, else unknown (None)."""
-    value = getattr(cfg, "data_synthetic", None)
-    if value is not None:
-        return bool(value), "run config (data_synthetic)"
-    data = Path(cfg.data) if cfg.data else None
-    if data is not None:
-        info = _read_json((data.parent if data.is_file() else data) / "dataset.json")
-        if "synthetic" in info:
-            return bool(info["synthetic"]), "inferred from dataset.json beside the training data"
-    return None, "unknown (not recorded in the run)"
+    """Was the training data the synthetic phantom? As recorded in the run config (from the data
+    set's ``dataset.json``); None when the provenance was not recorded."""
+    value = cfg.data_synthetic
+    if value is None:
+        return None, "unknown (the training data carried no dataset.json)"
+    return bool(value), "run config (data_synthetic, from the data set's dataset.json)"
 
 
 def _data_description(cfg: Any, synthetic: bool | None, n_images: int | None) -> str:

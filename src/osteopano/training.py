@@ -315,6 +315,7 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
     if resume and fingerprint != cfg.data_fingerprint:
         raise DataError(f"{cfg.data} changed since the run started (fingerprint differs); cannot resume")
     cfg.data_fingerprint = fingerprint
+    cfg.data_synthetic = data["ds"].synthetic
     cfg.classes = data["classes"]
     cfg.split_source = data["split_source"]
     cfg.skipped_files = data["skipped"]
@@ -427,6 +428,7 @@ def _finish(cfg: RunConfig, out: Path, model: Classifier, data: dict[str, Any], 
     metrics["threshold_rule"] = {"rule": cfg.threshold_rule, "value": cfg.threshold,
                                  "description": cfg.threshold_note}
     metrics["evaluated_on"] = "test split (held out from training and threshold choice)"
+    metrics["data_synthetic"] = cfg.data_synthetic
     metrics["split_sizes"] = {s: {c: int(((split == s) & (y == k)).sum()) for k, c in enumerate(cfg.classes)}
                               for s in ("train", "val", "test")}
     metrics["best_epoch"] = state["best_epoch"]
@@ -442,7 +444,8 @@ def _finish(cfg: RunConfig, out: Path, model: Classifier, data: dict[str, Any], 
     save_plots(out, y[test], prob[test], cfg.threshold, cfg.classes, seed=cfg.seed)
     cfg.save(out / "config.json")
     if console:
-        print_report(metrics, console, title=f"Test split ({int(test.sum())} images) - {out}")
+        print_report(metrics, console,
+                     title=f"Test split ({int(test.sum())} images) - {out}{_synthetic_note(data['ds'])}")
         if "age_baseline" in metrics and metrics["age_baseline"].get("auc") is not None:
             ab = metrics["age_baseline"]
             console.print(f"Age-only logistic baseline AUC: {ab['auc']:.3f} "
@@ -560,15 +563,21 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     metrics = compute_metrics(y, prob, value, class_names=run.classes, seed=cfg.seed)
     metrics["threshold_rule"] = {"rule": rule, "value": float(value), "description": note}
     metrics["evaluated_on"] = f"external data {ds.root} (all {len(y)} readable labelled images)"
+    metrics["data_synthetic"] = ds.synthetic
     metrics["run"] = str(run.run_dir)
     metrics["skipped_files"] = bad
     metrics["unlabelled_dropped"] = lab.dropped
     atomic_write_json(out / "metrics.json", metrics)
     save_plots(out, y, prob, value, run.classes, seed=cfg.seed)
     if console:
-        print_report(metrics, console, title=f"{ds.root} ({len(y)} images) - run {run.run_dir}")
+        print_report(metrics, console,
+                     title=f"{ds.root} ({len(y)} images) - run {run.run_dir}{_synthetic_note(ds)}")
         console.print(f"Wrote {out}")
     return metrics
+
+
+def _synthetic_note(ds: Dataset) -> str:
+    return " - SYNTHETIC phantom data, not clinical evidence" if ds.synthetic else ""
 
 
 def _data_name(ds: Dataset) -> str:
