@@ -32,13 +32,9 @@ def _root() -> None:
 COMMANDS = ["synth", "inspect", "train", "evaluate", "measure", "predict", "export", "serve"]
 
 for _name in COMMANDS:
-    try:
-        _module = importlib.import_module(f"osteopano.commands.{_name}")
-    except ModuleNotFoundError as exc:  # command not written yet
-        if exc.name == f"osteopano.commands.{_name}":
-            continue
-        raise
-    app.command(_name)(_module.command)
+    _module = importlib.import_module(f"osteopano.commands.{_name}")
+    _doc = " ".join((_module.command.__doc__ or "").split("\n\n")[0].split())
+    app.command(_name, short_help=_doc.split(". ")[0].rstrip(".") + ".")(_module.command)
 
 
 def main() -> None:
