@@ -12,6 +12,7 @@ import sys
 
 import typer
 
+from osteopano import __version__
 from osteopano.errors import OsteopanoError
 
 app = typer.Typer(
@@ -23,9 +24,18 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"osteopano {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """Keep `osteopano` a command group even while only one command is registered."""
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Screen dental panoramic radiographs for signs of osteoporosis."""
 
 
 # Order is the order shown by --help.
