@@ -132,7 +132,9 @@ def roi_run(phantoms, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("roi-runs") / "roi"
     cfg = RunConfig(data=str(phantoms), weights="none", epochs=2, batch_size=8, image_size=64, precision="fp32",
-                    preprocess=Preprocess(size=64, clahe_clip=0).to_dict(), input_mode="roi",
+                    # the recipe `train --input roi` makes, so the CLI test reuses the memoised crops
+                    preprocess=Preprocess(size=64, clahe_clip=0, mean=(0.5,) * 3, std=(0.5,) * 3).to_dict(),
+                    input_mode="roi",
                     covariates=["age", "sex"], split_fractions=(0.5, 0.25, 0.25))
 
     def stop(epoch, _row):

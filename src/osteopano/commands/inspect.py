@@ -53,7 +53,8 @@ def _print_summary(report: dict[str, Any]) -> None:
 
     console = Console()
     source = report["manifest"] or report["root"]
-    overview = Table(title=f"Data set: {source} ({report['kind']})", show_header=False)
+    provenance = " - SYNTHETIC phantom data" if report.get("synthetic") else ""
+    overview = Table(title=f"Data set: {source} ({report['kind']}){provenance}", show_header=False)
     overview.add_column(style="bold")
     overview.add_column()
     overview.add_row("images", str(report["n_images"]))
