@@ -18,6 +18,7 @@ from typing import Any
 
 from osteopano.fileio import atomic_write_json
 from osteopano.preprocess import Preprocess
+from osteopano.roi import RoiSpec
 
 CONFIG_VERSION = 1
 VERSIONED_PACKAGES = ("osteopano", "torch", "torchvision", "timm", "numpy", "opencv-python-headless",
@@ -55,7 +56,11 @@ class RunConfig:
     preset: str = "paper"
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
-    input_mode: str = "whole"            # the whole panoramic, squashed to a square
+    input_mode: str = "whole"            # 'whole' (the panoramic squashed to a square) | 'roi' (osteopano.roi)
+    roi: dict[str, Any] = field(default_factory=lambda: RoiSpec().to_dict())   # crop geometry (roi input)
+    pixel_spacing_mm: float | None = None  # --pixel-spacing: for images with no manifest spacing (roi input)
+    covariates: list[str] = field(default_factory=list)          # clinical inputs to the head: age, sex
+    covariate_stats: dict[str, Any] = field(default_factory=dict)  # train-split mean/std for standardising
     image_size: int = 224
     dropout: float = 0.3
     hidden: tuple[int, ...] = (256, 128)
@@ -82,6 +87,11 @@ class RunConfig:
 
     def preprocess_obj(self) -> Preprocess:
         return Preprocess.from_dict(self.preprocess)
+
+    def input_spec(self) -> dict[str, Any]:
+        """What a prediction needs besides the model: input mode, crop geometry, covariates (ONNX metadata)."""
+        return {"mode": self.input_mode, "roi": self.roi, "covariates": list(self.covariates),
+                "covariate_stats": self.covariate_stats}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -15,7 +15,8 @@ import importlib.util
 import json
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,12 +26,15 @@ from osteopano import __version__
 from osteopano.errors import ModelError, OsteopanoError
 from osteopano.imageio import Radiograph, from_array, read_image
 from osteopano.preprocess import Preprocess
+from osteopano.roi import RoiSpec, encode_covariates, measure_roi
 from osteopano.screening import ScreeningResult
 
 if TYPE_CHECKING:
     from osteopano.training import RunModel
 
 ImageLike = str | Path | np.ndarray | Radiograph
+Covariates = Mapping[str, Any] | None
+WHOLE_INPUT = {"mode": "whole", "covariates": [], "covariate_stats": {}}
 ENGINES = ("auto", "torch", "onnx")
 ONNX_NAME = "model.onnx"  # default export location inside a run folder
 META_PREFIX = "osteopano."  # ONNX metadata_props keys: osteopano.preprocess, osteopano.card, ...
@@ -38,15 +42,32 @@ INTENDED_USE = ("Screening aid: flags panoramic radiographs whose appearance sug
                 "density, for referral to DXA. Not a diagnosis.")
 
 
+@dataclass
+class ModelInput:
+    """One image made ready for the network: ``x`` (3, S, S), or (2, 3, S, S) for the two cortex ROI
+    crops; ``covariates`` (D,) encoded; ``affines`` image->crop (ROI only, to draw heatmaps back)."""
+
+    x: np.ndarray
+    covariates: np.ndarray
+    affines: list[np.ndarray] | None = None
+
+
 class Engine:
-    """Common prediction logic; subclasses supply ``probabilities`` (and, for torch, ``heatmap``)."""
+    """Common prediction logic; subclasses supply ``probabilities`` (and, for torch, ``heatmap``).
+
+    ``input_spec`` (``RunConfig.input_spec``): 'whole' models take the squashed image; 'roi' models
+    measure the cortex and take both ROI crops (``osteopano.roi``; needs the pixel spacing: the
+    ``pixel_spacing_mm`` argument, else the file's). Models with ``covariates`` need them per call
+    (``covariates={'age': 67, 'sex': 'F'}``); a missing one is an error for that image, never imputed.
+    """
 
     name = "engine"
     supports_heatmaps = False
     heatmap_unavailable = "this engine cannot make heatmaps"
 
     def __init__(self, *, preprocess: Preprocess, classes: list[str], positive: str, threshold: float,
-                 model_id: str, card: dict[str, Any]):
+                 model_id: str, card: dict[str, Any], input_spec: dict[str, Any] | None = None):
+        self.input_spec = dict(input_spec or WHOLE_INPUT)
         self.preprocess = preprocess
         self.classes = list(classes)
         self.positive = positive
@@ -58,38 +79,62 @@ class Engine:
     def positive_index(self) -> int:
         return self.classes.index(self.positive)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """Positive-class probability for a preprocessed batch, float32 (N, 3, S, S) -> (N,)."""
+    def probabilities(self, batch: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
+        """Positive-class probability for a preprocessed batch, float32 (N, 3, S, S) or (N, 2, 3, S, S)
+        (ROI crops), with (N, D) covariates when the model takes them -> (N,)."""
         raise NotImplementedError
 
-    def heatmap(self, image: Radiograph) -> np.ndarray:
+    def model_input(self, image: Radiograph, pixel_spacing_mm: float | None = None,
+                    covariates: Covariates = None) -> ModelInput:
+        """The network input for one image (see the class docstring); OsteopanoError when it cannot be made."""
+        spec = self.input_spec
+        name = image.path or "image"
+        cov = encode_covariates(spec.get("covariates", []), covariates, spec.get("covariate_stats", {}), name)
+        if spec["mode"] == "roi":
+            planes, affines, _ = measure_roi(image, self.preprocess, RoiSpec.from_dict(spec["roi"]),
+                                             pixel_spacing_mm)
+            return ModelInput(np.stack([self.preprocess.normalise(p) for p in planes]), cov, affines)
+        return ModelInput(self.preprocess(image.pixels), cov)
+
+    def heatmap(self, image: Radiograph, covariates: Covariates = None,
+                pixel_spacing_mm: float | None = None) -> np.ndarray:
         """Grad-CAM map for ``image``: float32 (H, W) in [0, 1] at its full resolution."""
+        if not self.supports_heatmaps:
+            raise ModelError(self.heatmap_unavailable)
+        spacing = pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm
+        return self._heatmap(image, self.model_input(image, spacing, covariates))
+
+    def _heatmap(self, image: Radiograph, prepared: ModelInput) -> np.ndarray:
         raise ModelError(self.heatmap_unavailable)
 
     def predict(self, image: ImageLike, heatmap: bool = False,
-                pixel_spacing_mm: float | None = None) -> ScreeningResult:
+                pixel_spacing_mm: float | None = None, covariates: Covariates = None) -> ScreeningResult:
         """Screen one image (file path, (H, W) array or Radiograph). An unreadable file raises
         ImageReadError; use ``predict_batch`` to get error results instead.
 
         ``heatmap=True`` adds the Grad-CAM map (``result.heatmap``) where the engine can make one
         (``supports_heatmaps``: torch only); elsewhere it warns and ``result.heatmap`` stays None."""
         radiograph = as_radiograph(image)
-        [(result, _)] = next(self.iter_predict([radiograph], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm))
+        [(result, _)] = next(self.iter_predict([radiograph], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm,
+                                               covariates=covariates))
         if result.error:
             raise OsteopanoError(result.error)
         return result
 
     def predict_batch(self, images: Iterable[ImageLike], heatmap: bool = False, batch_size: int = 16,
-                      pixel_spacing_mm: float | None = None) -> list[ScreeningResult]:
+                      pixel_spacing_mm: float | None = None, covariates: Covariates = None
+                      ) -> list[ScreeningResult]:
         """Screen many images; an unreadable one gives a result with ``error`` set and the batch goes on."""
         return [r for pairs in self.iter_predict(images, heatmap=heatmap, batch_size=batch_size,
-                                                 pixel_spacing_mm=pixel_spacing_mm) for r, _ in pairs]
+                                                 pixel_spacing_mm=pixel_spacing_mm, covariates=covariates)
+                for r, _ in pairs]
 
     def iter_predict(self, images: Iterable[ImageLike], *, heatmap: bool = False, batch_size: int = 16,
-                     pixel_spacing_mm: float | None = None
+                     pixel_spacing_mm: float | None = None, covariates: Covariates = None
                      ) -> Iterator[list[tuple[ScreeningResult, Radiograph | None]]]:
         """Lazily read and screen ``images`` ``batch_size`` at a time; yields (result, radiograph or None
-        when unreadable) pairs per batch. Only one batch of decoded images is alive at a time."""
+        when unusable) pairs per batch. Only one batch of decoded images is alive at a time.
+        ``covariates`` (covariate models) apply to every image of the call."""
         if heatmap and not self.supports_heatmaps:
             warnings.warn(f"no heatmaps: {self.heatmap_unavailable}", stacklevel=3)
             heatmap = False
@@ -99,20 +144,21 @@ class Engine:
         for item in images:
             chunk.append(item)
             if len(chunk) == batch_size:
-                yield self._predict_chunk(chunk, heatmap, pixel_spacing_mm)
+                yield self._predict_chunk(chunk, heatmap, pixel_spacing_mm, covariates)
                 chunk = []
         if chunk:
-            yield self._predict_chunk(chunk, heatmap, pixel_spacing_mm)
+            yield self._predict_chunk(chunk, heatmap, pixel_spacing_mm, covariates)
 
-    def _predict_chunk(self, items: list[ImageLike], heatmap: bool, pixel_spacing_mm: float | None
-                       ) -> list[tuple[ScreeningResult, Radiograph | None]]:
+    def _predict_chunk(self, items: list[ImageLike], heatmap: bool, pixel_spacing_mm: float | None,
+                       covariates: Covariates = None) -> list[tuple[ScreeningResult, Radiograph | None]]:
         images: list[Radiograph | None] = []
-        inputs: list[np.ndarray] = []
+        inputs: list[ModelInput] = []
         errors: list[str | None] = []
         for item in items:
             try:
                 image = as_radiograph(item)
-                inputs.append(self.preprocess(image.pixels))
+                spacing = pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm
+                inputs.append(self.model_input(image, spacing, covariates))
                 images.append(image)
                 errors.append(None)
             except OsteopanoError as exc:
@@ -121,17 +167,20 @@ class Engine:
             except ValueError as exc:  # an array that is not an image
                 images.append(None)
                 errors.append(f"{_name(item)}: {exc}")
-        probs = iter(self.probabilities(np.stack(inputs)) if inputs else [])
+        probs = iter(self.probabilities(np.stack([i.x for i in inputs]), np.stack([i.covariates for i in inputs]))
+                     if inputs else [])
+        prepared = iter(inputs)
         out = []
         for item, image, error in zip(items, images, errors):
             path = _path_of(item, image)
             if image is None:
                 out.append((ScreeningResult(path, None, None, None, self.threshold, self.model_id, error), None))
                 continue
-            p = float(next(probs))
+            p, model_input = float(next(probs)), next(prepared)
             spacing = pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm
             result = ScreeningResult(path, image.patient_id, p, p >= self.threshold, self.threshold,
-                                     self.model_id, None, self.heatmap(image) if heatmap else None, spacing)
+                                     self.model_id, None, self._heatmap(image, model_input) if heatmap else None,
+                                     spacing)
             out.append((result, image))
         return out
 
@@ -148,7 +197,7 @@ class TorchEngine(Engine):
         self._gradcam_lock = threading.Lock()
         super().__init__(preprocess=run.preprocess, classes=run.classes, positive=run.config.positive,
                          threshold=run.threshold, model_id=run_model_id(run.run_dir),
-                         card=build_card(run))
+                         card=build_card(run), input_spec=run.config.input_spec())
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TorchEngine:
@@ -156,20 +205,23 @@ class TorchEngine(Engine):
 
         return cls(load_run(run_dir))
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
+    def probabilities(self, batch: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
         import torch
 
+        cov = None if covariates is None else torch.from_numpy(np.ascontiguousarray(covariates, np.float32))
         with torch.inference_mode():
-            logits = self.run.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)))
+            logits = self.run.model(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)), cov)
             return torch.softmax(logits.float(), 1)[:, self.positive_index].numpy()
 
-    def heatmap(self, image: Radiograph) -> np.ndarray:
+    def _heatmap(self, image: Radiograph, prepared: ModelInput) -> np.ndarray:
         try:
             from osteopano.explain import gradcam
         except ImportError as exc:
             raise ModelError(f"Grad-CAM heatmaps are unavailable ({exc})") from None
         with self._gradcam_lock:
-            return gradcam(self.run, image)
+            if prepared.affines is None and not len(prepared.covariates):
+                return gradcam(self.run, image)
+            return gradcam(self.run, image, model_input=prepared)
 
 
 class OnnxEngine(Engine):
@@ -192,15 +244,23 @@ class OnnxEngine(Engine):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
             raise ModelError(f"{path}: not a readable ONNX model ({str(exc).splitlines()[0][:150]})") from None
-        meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
+        props = self.session.get_modelmeta().custom_metadata_map
+        meta = read_metadata(props, path)
         self.path = path
-        self.input_name = self.session.get_inputs()[0].name
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        try:  # absent in whole-image exports
+            input_spec = json.loads(props[META_PREFIX + "input"]) if META_PREFIX + "input" in props else None
+        except ValueError as exc:
+            raise ModelError(f"{path}: broken osteopano metadata ({exc})") from None
         super().__init__(preprocess=Preprocess.from_dict(meta["preprocess"]), classes=meta["classes"],
                          positive=meta["positive"], threshold=meta["threshold"]["value"],
-                         model_id=meta["model_id"], card=meta["card"])
+                         model_id=meta["model_id"], card=meta["card"], input_spec=input_spec)
 
-    def probabilities(self, batch: np.ndarray) -> np.ndarray:
-        (probs,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
+    def probabilities(self, batch: np.ndarray, covariates: np.ndarray | None = None) -> np.ndarray:
+        feed = {self.input_names[0]: np.ascontiguousarray(batch, dtype=np.float32)}
+        if len(self.input_names) > 1:  # the covariates input
+            feed[self.input_names[1]] = np.ascontiguousarray(covariates, dtype=np.float32)
+        (probs,) = self.session.run(None, feed)
         return probs[:, self.positive_index]
 
 
@@ -294,7 +354,8 @@ def build_card(run: RunModel) -> dict[str, Any]:
         "intended_use": INTENDED_USE,
         "backbone": cfg.backbone,
         "initial_weights": cfg.weights,
-        "input": {"mode": cfg.input_mode, "size": run.preprocess.size},
+        "input": {"mode": cfg.input_mode, "size": run.preprocess.size, "covariates": list(cfg.covariates),
+                  **({"roi": cfg.roi} if cfg.input_mode == "roi" else {})},
         "classes": list(run.classes),
         "positive_class": cfg.positive,
         "threshold": {"value": run.threshold, "rule": cfg.threshold_rule,

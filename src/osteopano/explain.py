@@ -5,6 +5,12 @@ The network sees the radiograph squashed to S x S (``Preprocess``). Grad-CAM
 (or any class asked for), then the S x S map is resized straight back to the
 radiograph's own W x H: squashing is a plain resize, so its inverse is one too.
 
+ROI models (``osteopano.roi``) see two cortex crops instead: Grad-CAM runs on
+both crops at once (one backward pass through the shared backbone, each crop's
+map normalised on its own) and each crop's map is drawn back onto the full
+image through the crop's inverse affine (``roi.crop_to_image``); the rest of
+the image gets 0. Covariates are held fixed at the case's values.
+
 The target layer is the last convolutional feature map the backbone makes
 before global pooling (``target_layer``), found by watching one forward pass,
 so any timm CNN works without a per-architecture table.
@@ -94,14 +100,33 @@ def _class_index(run_model: Any, target_class: int | str | None) -> int:
     return int(target_class)
 
 
+def _crop_batch(model: nn.Module, k: int, covariates: Any) -> nn.Module:
+    """``model`` (crops + covariates) wrapped so Grad-CAM can feed the K crops of ONE case as a batch of K."""
+    from torch import nn
+
+    class CropBatch(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            n = x.shape[0] // k
+            cov = None if covariates is None else covariates.expand(n, -1)
+            return self.model(x.view(n, k, *x.shape[1:]) if k > 1 else x, cov)
+
+    return CropBatch()
+
+
 def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
-            target_class: int | str | None = None) -> np.ndarray:
+            target_class: int | str | None = None, model_input: Any = None) -> np.ndarray:
     """Grad-CAM of ``run_model`` (a ``training.RunModel``: ``.model``, ``.preprocess``,
     ``.classes``, ``.positive_index``) on one radiograph.
 
     Returns float32 (H, W) in [0, 1] at the radiograph's full resolution (all zeros
     when nothing in the image raises the target class's score). ``target_class``:
-    None = the positive class, or a class index or name.
+    None = the positive class, or a class index or name. ``model_input``: an
+    ``engines.ModelInput`` (ROI crops with their affines, covariates) for ROI / covariate
+    models; None = the whole image, as ``run_model.preprocess`` makes it.
     """
     import torch
     from pytorch_grad_cam import GradCAM
@@ -113,19 +138,33 @@ def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
     if any(p.dtype != torch.float32 for p in model.parameters()):
         model = copy.deepcopy(model).float()  # never change the caller's model
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(run_model.preprocess(pixels))[None]).to(device)
+    net, affines, probe = model, None, model
+    if model_input is None:
+        x = torch.from_numpy(np.ascontiguousarray(run_model.preprocess(pixels))[None]).to(device)
+    else:
+        x = torch.from_numpy(np.ascontiguousarray(model_input.x, np.float32)).to(device)
+        affines = model_input.affines
+        crops = x.shape[0] if x.ndim == 4 else 1
+        x = x.reshape(-1, *x.shape[-3:])
+        cov = torch.from_numpy(np.asarray(model_input.covariates, np.float32)[None]).to(device)
+        net, probe = _crop_batch(model, crops, cov if cov.shape[1] else None), model.backbone
     x.requires_grad_(True)  # gradients reach the feature map even when the weights are frozen
-    layer = target_layer(model, input_size=x.shape[-1])
+    layer = target_layer(probe, input_size=x.shape[-1])
     was_training = model.training
-    cam = GradCAM(model=model, target_layers=[layer])  # puts the model in eval mode
+    cam = GradCAM(model=net, target_layers=[layer])  # puts the model in eval mode
     try:
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):
-            small = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])[0]
+            maps = cam(input_tensor=x, targets=[ClassifierOutputTarget(index)])
     finally:
         cam.activations_and_grads.release()
         model.train(was_training)
     h, w = pixels.shape
-    full = cv2.resize(np.asarray(small, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    if affines is None:
+        full = cv2.resize(np.asarray(maps[0], np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    else:
+        from osteopano.roi import crop_to_image
+
+        full = np.max([crop_to_image(m, a, (h, w)) for m, a in zip(maps, affines)], axis=0)
     return np.clip(full, 0.0, 1.0).astype(np.float32)
 
 

@@ -6,6 +6,12 @@ of ``Preprocess``), output ``probabilities`` float32 (batch, n_classes), with a 
 ``metadata_props`` carry, as JSON strings under ``osteopano.*``: the preprocessing recipe, the class
 names, the positive class, the threshold with its rule, the model card, the model id and the
 osteopano version - so ``OnnxEngine`` needs nothing but the file.
+
+ROI models (``osteopano.roi``) take ``input`` float32 (batch, 2, 3, S, S): the two cortex crops (the
+patient's right, then the mirrored left), cut by ``OnnxEngine`` with numpy/OpenCV and
+``osteopano.cortex``. Covariate models take a second input ``covariates`` float32 (batch, D). The
+metadata entry ``osteopano.input`` holds the input mode, crop geometry, covariates and their
+standardisation (``RunConfig.input_spec``).
 """
 
 from __future__ import annotations
@@ -36,15 +42,25 @@ def export_onnx(run_dir: str | Path, out: str | Path | None = None, *, seed: int
 
     engine = TorchEngine.load(run_dir)
     out = Path(out) if out is not None else Path(run_dir) / ONNX_NAME
-    size = engine.preprocess.size
-    wrapped = torch.nn.Sequential(engine.run.model, torch.nn.Softmax(dim=1)).eval()
-    example = torch.zeros(1, 3, size, size)
+    shape, n_cov = _input_shape(engine)
+    classifier = engine.run.model
+
+    class WithSoftmax(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, x, covariates=None):
+            return torch.softmax(self.classifier(x, covariates), 1)
+
+    example = (torch.zeros(1, *shape),) + ((torch.zeros(1, n_cov),) if n_cov else ())
+    names = ["input", "covariates"][:len(example)]
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter announces its deprecation
-        torch.onnx.export(wrapped, (example,), buf, dynamo=False, opset_version=OPSET,
-                          input_names=["input"], output_names=["probabilities"],
-                          dynamic_axes={"input": {0: "batch"}, "probabilities": {0: "batch"}})
+        torch.onnx.export(WithSoftmax().eval(), example, buf, dynamo=False, opset_version=OPSET,
+                          input_names=names, output_names=["probabilities"],
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "probabilities": {0: "batch"}})
     model = onnx.load_from_string(buf.getvalue())
     for key, value in metadata(engine).items():
         entry = model.metadata_props.add()
@@ -72,7 +88,17 @@ def metadata(engine: TorchEngine) -> dict[str, Any]:
         "card": engine.card,
         "model_id": engine.model_id,
         "version": __version__,
+        "input": engine.input_spec,
     }
+
+
+def _input_shape(engine: TorchEngine) -> tuple[tuple[int, ...], int]:
+    """One case's input shape ((3, S, S), or (2, 3, S, S) for ROI crops) and the number of covariates."""
+    from osteopano.roi import SIDES, covariate_names
+
+    size = engine.preprocess.size
+    shape = (len(SIDES), 3, size, size) if engine.input_spec["mode"] == "roi" else (3, size, size)
+    return shape, len(covariate_names(engine.input_spec.get("covariates", [])))
 
 
 def _parity(engine: TorchEngine, onnx_bytes: bytes, seed: int) -> float:
@@ -80,11 +106,17 @@ def _parity(engine: TorchEngine, onnx_bytes: bytes, seed: int) -> float:
     import onnxruntime as ort
     import torch
 
-    size = engine.preprocess.size
-    x = np.random.default_rng(seed).standard_normal((4, 3, size, size)).astype(np.float32)
+    shape, n_cov = _input_shape(engine)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((4, *shape)).astype(np.float32)
+    cov = rng.standard_normal((4, n_cov)).astype(np.float32)
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    p_onnx = np.concatenate([session.run(None, {name: x[:3]})[0], session.run(None, {name: x[3:]})[0]])
+    names = [i.name for i in session.get_inputs()]
+
+    def feed(rows: slice) -> dict[str, np.ndarray]:
+        return dict(zip(names, (x[rows], cov[rows])))
+
+    p_onnx = np.concatenate([session.run(None, feed(slice(0, 3)))[0], session.run(None, feed(slice(3, 4)))[0]])
     with torch.inference_mode():
-        p_torch = torch.softmax(engine.run.model(torch.from_numpy(x)).float(), 1).numpy()
+        p_torch = torch.softmax(engine.run.model(torch.from_numpy(x), torch.from_numpy(cov)).float(), 1).numpy()
     return float(np.abs(p_onnx - p_torch).max())

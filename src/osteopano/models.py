@@ -99,28 +99,47 @@ class Classifier(nn.Module):
     """timm backbone (global-pooled features) -> the study's dense head -> logits.
 
     ``self.backbone`` is the timm model (``num_classes=0``); Grad-CAM targets its last conv stage.
+    Input (N, 3, S, S) for the whole image, or (N, K, 3, S, S) for K crops of one case (the cortex
+    ROI, ``osteopano.roi``): the backbone runs on every crop and their pooled features are averaged.
+    With ``n_covariates`` > 0 the head also takes (N, n_covariates) clinical covariates (e.g.
+    standardised age, sex one-hot), concatenated to the image features.
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float, hidden: Sequence[int]):
+    def __init__(self, backbone: nn.Module, num_classes: int, dropout: float, hidden: Sequence[int],
+                 n_covariates: int = 0):
         super().__init__()
         self.backbone = backbone
+        self.n_covariates = n_covariates
         layers: list[nn.Module] = []
         # pooled feature width (MobileNetV3's conv head widens num_features 960 -> head_hidden_size 1280)
-        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        width = (getattr(backbone, "head_hidden_size", None) or backbone.num_features) + n_covariates
         for h in hidden:
             layers += [nn.Dropout(dropout), nn.Linear(width, h), nn.ReLU(inplace=True)]
             width = h
         layers += [nn.Dropout(dropout), nn.Linear(width, num_classes)]
         self.head = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooled image features (N, F); crops (N, K, 3, S, S) are averaged over K."""
+        if x.ndim == 5:
+            n, k = x.shape[:2]
+            return self.backbone(x.flatten(0, 1)).view(n, k, -1).mean(1)
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        feats = self.features(x)
+        if self.n_covariates:
+            if covariates is None:
+                raise ModelError(f"the model needs {self.n_covariates} covariate value(s) per image")
+            feats = torch.cat([feats, covariates.to(feats.dtype)], 1)
+        return self.head(feats)
 
 
 def create_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 2, weights: str | Path = "imagenet",
                  dropout: float = HEAD_DEFAULTS["dropout"],
-                 hidden: Sequence[int] = HEAD_DEFAULTS["hidden"]) -> Classifier:
+                 hidden: Sequence[int] = HEAD_DEFAULTS["hidden"], n_covariates: int = 0) -> Classifier:
     """Backbone + head. ``weights``: 'imagenet' (backbone only), 'none' (random init), or a file.
+    ``n_covariates``: extra head inputs beside the image features (``Classifier``).
 
     A weights file (``.safetensors`` or a torch state dict) holds either a whole
     ``Classifier`` (keys ``backbone.*``/``head.*``, loaded strictly) or a bare
@@ -138,7 +157,7 @@ def create_model(backbone: str = DEFAULT_BACKBONE, num_classes: int = 2, weights
             body = _timm_pretrained(name, backbone, num_classes=0)
     else:
         body = timm.create_model(name, pretrained=False, num_classes=0)
-    model = Classifier(body, num_classes, dropout, tuple(hidden))
+    model = Classifier(body, num_classes, dropout, tuple(hidden), n_covariates)
     if weights not in ("imagenet", "none"):
         load_weights(model, weights)
     return model

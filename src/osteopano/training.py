@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import io
+import json
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -142,6 +144,55 @@ def load_images(paths: Sequence[Path], preprocess: Preprocess, workers: int,
     return images, good, bad
 
 
+def load_roi_images(samples: Sequence[Sample], preprocess: Preprocess, spec: dict[str, Any],
+                    default_spacing: float | None, workers: int, console: Console | None = None
+                    ) -> tuple[np.ndarray, list[int], list[str], np.ndarray]:
+    """Decode, measure the cortex (``osteopano.cortex``, ~0.4 s an image: done once here) and cut both
+    ROI crops (``osteopano.roi``) in threads. Returns (planes (N, 2, S, S) uint8, indices of the good
+    samples, 'path: reason' for each image left out - unreadable, no pixel spacing, cortex not
+    located -, the measured mean MCW in mm of the good ones). Pixel spacing per image: the manifest's
+    ``pixel_spacing_mm`` column, else ``default_spacing`` (--pixel-spacing), else the file's own.
+    Results are memoised in this process (file, size, mtime, spacing, recipe), so resuming, evaluating
+    or training a second ROI model on the same images in one process does not measure them again."""
+    recipe = json.dumps([spec, preprocess.to_dict()], sort_keys=True)
+
+    def one(sample: Sample) -> tuple[np.ndarray, float] | str:
+        try:
+            stat = sample.path.stat()
+            spacing = sample.number("pixel_spacing_mm") or default_spacing
+            return _roi_planes(str(sample.path), stat.st_size, stat.st_mtime_ns, spacing, recipe)
+        except OsteopanoError as exc:
+            return str(exc)
+        except (ValueError, OSError) as exc:
+            return f"{sample.path}: {exc}"
+
+    results: list[tuple[np.ndarray, float] | str] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, _progress(console) as progress:
+        task = progress.add_task("Measuring the cortex, cutting ROI crops", total=len(samples), info="")
+        for res in pool.map(one, samples):
+            results.append(res)
+            progress.advance(task)
+    good = [i for i, r in enumerate(results) if not isinstance(r, str)]
+    bad = [r for r in results if isinstance(r, str)]
+    size = preprocess.size
+    images = np.stack([results[i][0] for i in good]) if good else np.zeros((0, 2, size, size), np.uint8)
+    mcw = np.asarray([results[i][1] for i in good], float)
+    return images, good, bad, mcw
+
+
+@functools.lru_cache(maxsize=4096)
+def _roi_planes(path: str, _size: int, _mtime_ns: int, spacing: float | None, recipe: str
+                ) -> tuple[np.ndarray, float]:
+    """One image's ROI planes (2, S, S) uint8 and measured MCW (mm, NaN when unknown); see load_roi_images."""
+    from osteopano.roi import RoiSpec, measure_roi
+
+    spec, preprocess = json.loads(recipe)
+    planes, _, measurement = measure_roi(read_image(path), Preprocess.from_dict(preprocess),
+                                         RoiSpec.from_dict(spec), spacing)
+    planes.setflags(write=False)
+    return planes, float(measurement.mcw_mm) if measurement.mcw_mm is not None else np.nan
+
+
 def _progress(console: Console | None) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     TextColumn("{task.fields[info]}"), console=console, transient=True,
@@ -167,27 +218,34 @@ def _autocast(precision: str):
 
 
 def _normalise(batch_u8: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
-    """(B, 1, S, S) uint8 -> (B, 3, S, S) float32, exactly ``Preprocess.normalise``, channels-last."""
-    mean = torch.tensor(preprocess.mean).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std).view(1, 3, 1, 1)
-    x = batch_u8.float().div_(255.0).expand(-1, 3, -1, -1)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    """(B, K, S, S) uint8 -> float32, exactly ``Preprocess.normalise``: (B, 3, S, S) channels-last for one
+    plane (the whole image), (B, K, 3, S, S) for K ROI crops."""
+    mean = torch.tensor(preprocess.mean).view(1, 1, 3, 1, 1)
+    std = torch.tensor(preprocess.std).view(1, 1, 3, 1, 1)
+    x = (batch_u8.float().div_(255.0).unsqueeze(2).expand(-1, -1, 3, -1, -1) - mean) / std
+    if x.shape[1] == 1:
+        return x[:, 0].contiguous(memory_format=torch.channels_last)
+    return x.contiguous()
 
 
 class _AugmentedImages(torch.utils.data.Dataset):
-    """Cached uint8 planes + labels; random flip/affine/brightness-contrast when ``augment`` is given."""
+    """Cached uint8 planes (N, K, S, S) + covariates (N, D) + labels; random flip/affine/brightness-contrast
+    (each plane on its own) when ``augment`` is given."""
 
-    def __init__(self, images: np.ndarray, y: np.ndarray, augment: Callable | None):
-        self.images = torch.from_numpy(images).unsqueeze(1)  # (N, 1, S, S) uint8
+    def __init__(self, images: np.ndarray, covariates: np.ndarray, y: np.ndarray, augment: Callable | None):
+        self.images = torch.from_numpy(images)
+        self.covariates = torch.from_numpy(covariates)
         self.y = torch.from_numpy(y)
         self.augment = augment
 
     def __len__(self) -> int:
         return len(self.y)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         img = self.images[i]
-        return (self.augment(img) if self.augment else img), self.y[i]
+        if self.augment:
+            img = torch.cat([self.augment(img[k:k + 1]) for k in range(len(img))])
+        return img, self.covariates[i], self.y[i]
 
 
 def _augmentation(params: dict[str, Any]) -> Callable:
@@ -201,14 +259,15 @@ def _augmentation(params: dict[str, Any]) -> Callable:
     ])
 
 
-def _predict_logits(model: torch.nn.Module, images: torch.Tensor, preprocess: Preprocess, batch_size: int,
-                    precision: str) -> torch.Tensor:
-    """Logits (fp32) for (N, 1, S, S) uint8 images, in eval mode."""
+def _predict_logits(model: torch.nn.Module, images: torch.Tensor, covariates: torch.Tensor, preprocess: Preprocess,
+                    batch_size: int, precision: str) -> torch.Tensor:
+    """Logits (fp32) for (N, K, S, S) uint8 images and (N, D) covariates, in eval mode."""
     model.eval()
     out = []
     with torch.inference_mode(), _autocast(precision):
         for start in range(0, len(images), batch_size):
-            out.append(model(_normalise(images[start:start + batch_size], preprocess)).float())
+            batch = slice(start, start + batch_size)
+            out.append(model(_normalise(images[batch], preprocess), covariates[batch]).float())
     return torch.cat(out) if out else torch.zeros((0, 2))
 
 
@@ -221,13 +280,31 @@ def _prepare(cfg: RunConfig, workers: int, console: Console | None) -> dict[str,
     lab = label_samples(ds, cfg.label_column, cfg.label_map, cfg.positive)
     if lab.dropped and console:
         console.print(f"[yellow]{lab.dropped} sample(s) without a {cfg.label_column!r} value left out")
+    samples, y = lab.samples, lab.y
+    if cfg.covariates:
+        keep = [i for i, s in enumerate(samples) if all(s.get(c) is not None for c in cfg.covariates)]
+        if len(keep) < len(samples) and console:
+            console.print(f"[yellow]{len(samples) - len(keep)} sample(s) without {', '.join(cfg.covariates)} "
+                          "left out (covariates are not imputed)")
+        samples, y = [samples[i] for i in keep], y[keep]
     preprocess = cfg.preprocess_obj()
-    images, good, bad = load_images([s.path for s in lab.samples], preprocess, workers, console)
+    measured = None
+    if cfg.input_mode == "roi":
+        images, good, bad, measured = load_roi_images(samples, preprocess, cfg.roi, cfg.pixel_spacing_mm,
+                                                       workers, console)
+        if console and bad:
+            console.print(f"[yellow]{len(bad)} image(s) dropped: unreadable, no pixel spacing, or cortex "
+                          "not located (no whole-image fallback)")
+    elif cfg.input_mode == "whole":
+        images, good, bad = load_images([s.path for s in samples], preprocess, workers, console)
+        images = images[:, None]  # (N, 1, S, S): one plane per case
+    else:
+        raise DataError(f"unknown input {cfg.input_mode!r} (use whole or roi)")
     if console:
         for msg in bad:
-            console.print(f"skipped unreadable image: {msg}", style="yellow", markup=False)
-    samples = [lab.samples[i] for i in good]
-    y = lab.y[good]
+            console.print(f"skipped image: {msg}", style="yellow", markup=False)
+    samples = [samples[i] for i in good]
+    y = y[good]
     if len(set(y.tolist())) < 2:
         raise DataError(f"{ds.root}: fewer than two classes among the readable images")
     split = manifest_splits([s.get("split") for s in samples])
@@ -239,8 +316,22 @@ def _prepare(cfg: RunConfig, workers: int, console: Console | None) -> dict[str,
     for name in ("train", "val", "test"):
         if not (split == name).any():
             raise DataError(f"{ds.root}: the {name} split is empty ({len(y)} usable images are too few)")
+    covariates = _covariates(cfg, samples, split)
     return {"ds": ds, "classes": lab.classes, "samples": samples, "y": y, "images": images,
+            "covariates": covariates, "mcw_measured": measured,
             "split": split, "split_source": source, "skipped": bad, "dropped": lab.dropped}
+
+
+def _covariates(cfg: RunConfig, samples: Sequence[Sample], split: np.ndarray) -> np.ndarray:
+    """(N, D) float32 head covariates; sets ``cfg.covariate_stats`` from the train split."""
+    from osteopano.roi import covariate_names, covariate_stats, encode_covariates
+
+    if not cfg.covariates:
+        return np.zeros((len(samples), 0), np.float32)
+    rows = [s.fields for s in samples]
+    cfg.covariate_stats = covariate_stats(cfg.covariates, [r for r, sp in zip(rows, split) if sp == "train"])
+    return np.stack([encode_covariates(cfg.covariates, r, cfg.covariate_stats, str(s.path))
+                     for r, s in zip(rows, samples)]).reshape(len(samples), len(covariate_names(cfg.covariates)))
 
 
 def _write_splits(path: Path, data: dict[str, Any]) -> None:
@@ -328,15 +419,19 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
     split, y = data["split"], data["y"]
     images = data["images"]
     _seed_everything(cfg.seed)
-    model = create_model(cfg.backbone, len(cfg.classes), cfg.weights, cfg.dropout, cfg.hidden)
+    model = create_model(cfg.backbone, len(cfg.classes), cfg.weights, cfg.dropout, cfg.hidden,
+                         n_covariates=data["covariates"].shape[1])
     model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     loader_rng = torch.Generator().manual_seed(cfg.seed)
-    train_set = _AugmentedImages(images[split == "train"], y[split == "train"], _augmentation(cfg.augmentation))
+    cov = data["covariates"]
+    train_set = _AugmentedImages(images[split == "train"], cov[split == "train"], y[split == "train"],
+                                 _augmentation(cfg.augmentation))
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True,
                                          generator=loader_rng, num_workers=0)
-    val_images = torch.from_numpy(images[split == "val"]).unsqueeze(1)
+    val_images = torch.from_numpy(images[split == "val"])
+    val_cov = torch.from_numpy(cov[split == "val"])
     val_y = torch.from_numpy(y[split == "val"])
 
     state = {"epoch": 0, "history": [], "best_val_loss": float("inf"), "best_epoch": 0, "bad_epochs": 0,
@@ -361,10 +456,10 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
         total_loss, correct, seen = 0.0, 0, 0
         with _progress(console) as progress:
             task = progress.add_task(f"Epoch {epoch}/{cfg.epochs}", total=len(loader), info="")
-            for xb, yb in loader:
+            for xb, cb, yb in loader:
                 optimizer.zero_grad(set_to_none=True)
                 with _autocast(precision):
-                    logits = model(_normalise(xb, preprocess))
+                    logits = model(_normalise(xb, preprocess), cb)
                     loss = loss_fn(logits.float(), yb)
                 loss.backward()
                 optimizer.step()
@@ -372,7 +467,7 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
                 correct += int((logits.argmax(1) == yb).sum())
                 seen += len(yb)
                 progress.update(task, advance=1, info=f"loss: {total_loss / seen:.4f}")
-        val_logits = _predict_logits(model, val_images, preprocess, cfg.batch_size, precision)
+        val_logits = _predict_logits(model, val_images, val_cov, preprocess, cfg.batch_size, precision)
         row = {"epoch": epoch, "seconds": round(time.perf_counter() - start, 2),
                "loss": total_loss / seen, "accuracy": correct / seen,
                "val_loss": float(loss_fn(val_logits, val_y)),
@@ -415,9 +510,10 @@ def _finish(cfg: RunConfig, out: Path, model: Classifier, data: dict[str, Any], 
 
     preprocess = cfg.preprocess_obj()
     split, y = data["split"], data["y"]
-    images = torch.from_numpy(data["images"]).unsqueeze(1)
+    images = torch.from_numpy(data["images"])
     pos = len(cfg.classes) - 1
-    prob = torch.softmax(_predict_logits(model, images, preprocess, cfg.batch_size, "fp32"), 1)[:, pos].numpy()
+    prob = torch.softmax(_predict_logits(model, images, torch.from_numpy(data["covariates"]), preprocess,
+                                         cfg.batch_size, "fp32"), 1)[:, pos].numpy()
     val, test = split == "val", split == "test"
     threshold, note = choose_threshold(parse_threshold_rule(cfg.threshold_rule), y[val], prob[val])
     cfg.threshold, cfg.threshold_note = float(threshold), note
@@ -440,6 +536,8 @@ def _finish(cfg: RunConfig, out: Path, model: Classifier, data: dict[str, Any], 
             metrics["age_baseline"] = age_baseline_auc(ages[train], y[train], ages[test], y[test], seed=cfg.seed)
         except DataError as exc:
             metrics["age_baseline"] = {"auc": None, "note": str(exc)}
+    metrics["baselines"] = {"age": metrics.get("age_baseline") or {"auc": None, "note": "no ages"},
+                            **mcw_baselines(data["samples"], y, data["mcw_measured"], test, seed=cfg.seed)}
     atomic_write_json(out / "metrics.json", metrics)
     save_plots(out, y[test], prob[test], cfg.threshold, cfg.classes, seed=cfg.seed)
     cfg.save(out / "config.json")
@@ -452,6 +550,48 @@ def _finish(cfg: RunConfig, out: Path, model: Classifier, data: dict[str, Any], 
                           f"(95% CI {ab['ci'][0]:.3f}-{ab['ci'][1]:.3f})" if ab.get("ci") else
                           f"Age-only logistic baseline AUC: {ab['auc']:.3f}")
     return metrics
+
+
+def mcw_baselines(samples: Sequence[Sample], y: np.ndarray, measured: np.ndarray | None, rows: np.ndarray,
+                  *, seed: int = 0) -> dict[str, Any]:
+    """The MCW-only baseline on ``rows`` (a boolean mask): -MCW as the score (a thin cortex flags
+    osteoporosis), no fitting. ``mcw``: from the manifest's mcw_left_mm/mcw_right_mm (mean of the sides
+    present) when every case has one, else the measured MCW (``osteopano.cortex``, roi runs);
+    ``mcw_measured`` too when measured values exist. Cases without a value are left out and counted."""
+    def entry(mcw: np.ndarray, source: str) -> dict[str, Any]:
+        keep = rows & np.isfinite(mcw)
+        if len(np.unique(y[keep])) < 2:
+            return {"auc": None, "source": source, "note": "fewer than two classes with an MCW value"}
+        return {**score_auc(y[keep], -mcw[keep], seed), "n_missing": int((rows & ~np.isfinite(mcw)).sum()),
+                "source": source, "score": "-MCW (mm), no fitting"}
+
+    def manifest_mcw(s: Sample) -> float:
+        sides = [v for v in (s.number("mcw_left_mm"), s.number("mcw_right_mm")) if v is not None]
+        return float(np.mean(sides)) if sides else np.nan
+
+    out: dict[str, Any] = {}
+    manifest = np.asarray([manifest_mcw(s) for s in samples], float)
+    if np.isfinite(manifest[rows]).all() and rows.any():
+        out["mcw"] = entry(manifest, "manifest")
+    elif measured is not None:
+        out["mcw"] = entry(measured, "measured")
+    else:
+        out["mcw"] = {"auc": None, "note": "no MCW: no manifest mcw columns, and whole-image runs do not "
+                      "measure the cortex (osteopano measure does)"}
+    if measured is not None:
+        out["mcw_measured"] = entry(measured, "measured")
+    return out
+
+
+def score_auc(y: np.ndarray, score: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """AUC of a raw score (any scale) with its stratified-bootstrap 95% CI: {'auc', 'ci', 'n'}."""
+    from scipy.stats import rankdata
+    from sklearn.metrics import roc_auc_score
+
+    from osteopano.evaluation import bootstrap_auc_ci
+
+    unit = rankdata(score) / len(score)  # monotone into (0, 1]: same AUC, valid for the bootstrap helper
+    return {"auc": float(roc_auc_score(y, score)), "ci": bootstrap_auc_ci(y, unit, seed=seed), "n": len(y)}
 
 
 # ----------------------------------------------------------------------------- finished runs
@@ -479,7 +619,10 @@ class RunModel:
         return self.classes.index(self.config.positive)
 
     def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """float32 HxW [0, 1] images -> (N, 3, S, S) network input."""
+        """float32 HxW [0, 1] images -> (N, 3, S, S) network input (whole-image models without covariates;
+        ROI / covariate models predict through ``osteopano.load``, which measures and crops)."""
+        if self.config.input_mode != "whole" or self.config.covariates:
+            raise ModelError(f"{self.run_dir}: an ROI or covariate model; predict with osteopano.load(run)")
         return torch.from_numpy(np.stack([self.preprocess(img) for img in images]))
 
     def predict_proba(self, images: Sequence[np.ndarray], batch_size: int = 32) -> np.ndarray:
@@ -510,7 +653,10 @@ def load_run(run_dir: str | Path) -> RunModel:
         raise ModelError(f"{run_dir / 'config.json'}: unreadable run config ({exc})") from None
     if cfg.threshold is None:
         raise ModelError(f"{run_dir}: the run has no threshold (training did not finish)")
-    model = create_model(cfg.backbone, len(cfg.classes), "none", cfg.dropout, cfg.hidden)
+    from osteopano.roi import covariate_names
+
+    model = create_model(cfg.backbone, len(cfg.classes), "none", cfg.dropout, cfg.hidden,
+                         n_covariates=len(covariate_names(cfg.covariates)))
     try:
         model.load_state_dict(load_file(str(run_dir / "model.safetensors")), strict=True)
     except Exception as exc:
@@ -521,13 +667,16 @@ def load_run(run_dir: str | Path) -> RunModel:
 
 def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None = None, *,
                  label_column: str | None = None, label_map: dict[str, str] | None = None,
-                 threshold: str | None = None, workers: int = 2,
+                 threshold: str | None = None, workers: int = 2, pixel_spacing_mm: float | None = None,
                  console: Console | None = None) -> dict[str, Any]:
     """Score every labelled sample of an external data set with a finished run; write metrics.json + plots.
 
     Labels default to the run's column and map; the threshold to the run's (chosen on its validation
     split). A threshold *rule* ('youden', 'sens:0.9') is chosen on this same data and says so.
-    Unreadable files are listed in ``metrics['skipped_files']`` and left out.
+    Unreadable files are listed in ``metrics['skipped_files']`` and left out; for ROI runs so are images
+    without pixel spacing (manifest column, else ``pixel_spacing_mm``, else the file's) or whose cortex
+    is not located, and for covariate runs samples lacking a covariate in the manifest.
+    ``metrics['baselines']``: age as the score (no fitting) and -MCW (``mcw_baselines``).
     """
     from osteopano.evaluation import (choose_threshold, compute_metrics, parse_threshold_rule, print_report,
                                       save_plots)
@@ -541,16 +690,31 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     lab = label_samples(ds, column, mapping, cfg.positive)
     if lab.classes != run.classes:
         raise DataError(f"{data}: classes {', '.join(lab.classes)} differ from the run's {', '.join(run.classes)}")
-    images, good, bad = load_images([s.path for s in lab.samples], run.preprocess, workers, console)
+    keep = [i for i, s in enumerate(lab.samples) if all(s.get(c) is not None for c in cfg.covariates)]
+    samples, y_all = [lab.samples[i] for i in keep], lab.y[keep]
+    missing_cov = len(lab.samples) - len(keep)
+    if missing_cov and console:
+        console.print(f"[yellow]{missing_cov} sample(s) without {', '.join(cfg.covariates)} left out")
+    measured = None
+    if cfg.input_mode == "roi":
+        images, good, bad, measured = load_roi_images(samples, run.preprocess, cfg.roi, pixel_spacing_mm,
+                                                       workers, console)
+    else:
+        images, good, bad = load_images([s.path for s in samples], run.preprocess, workers, console)
+        images = images[:, None]
     if console:
         for msg in bad:
-            console.print(f"skipped unreadable image: {msg}", style="yellow", markup=False)
+            console.print(f"skipped image: {msg}", style="yellow", markup=False)
     if not good:
-        raise DataError(f"{data}: none of the {len(lab.samples)} labelled images could be read")
-    y = lab.y[good]
-    x = torch.from_numpy(images).unsqueeze(1)
-    prob = torch.softmax(_predict_logits(run.model, x, run.preprocess, 32, "fp32"), 1)[:, run.positive_index]
-    prob = prob.numpy()
+        raise DataError(f"{data}: none of the {len(lab.samples)} labelled images could be used")
+    samples = [samples[i] for i in good]
+    y = y_all[good]
+    from osteopano.roi import encode_covariates
+
+    cov = np.stack([encode_covariates(cfg.covariates, s.fields, cfg.covariate_stats, str(s.path))
+                    for s in samples]).reshape(len(samples), -1).astype(np.float32)
+    logits = _predict_logits(run.model, torch.from_numpy(images), torch.from_numpy(cov), run.preprocess, 32, "fp32")
+    prob = torch.softmax(logits, 1)[:, run.positive_index].numpy()
     if threshold is None:
         value, note = run.threshold, f"the run's threshold ({cfg.threshold_note})"
         rule = cfg.threshold_rule
@@ -567,6 +731,14 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     metrics["run"] = str(run.run_dir)
     metrics["skipped_files"] = bad
     metrics["unlabelled_dropped"] = lab.dropped
+    metrics["covariates_missing"] = missing_cov
+    every = np.ones(len(y), bool)
+    ages = np.asarray([s.number("age") if s.number("age") is not None else np.nan for s in samples])
+    age_entry: dict[str, Any] = {"auc": None, "note": "no ages, or one class only"}
+    if np.isfinite(ages).any() and len(np.unique(y[np.isfinite(ages)])) == 2:
+        keep = np.isfinite(ages)
+        age_entry = {**score_auc(y[keep], ages[keep], cfg.seed), "score": "age (older = higher risk), no fitting"}
+    metrics["baselines"] = {"age": age_entry, **mcw_baselines(samples, y, measured, every, seed=cfg.seed)}
     atomic_write_json(out / "metrics.json", metrics)
     save_plots(out, y, prob, value, run.classes, seed=cfg.seed)
     if console:

@@ -16,6 +16,9 @@ def command(
     threshold: str = typer.Option(None, help="Default: the run's threshold (chosen on its validation split). "
                                   "A number, or 'youden'/'sens:0.9' chosen on THIS data (optimistic)."),
     workers: int = typer.Option(2, min=1, help="Threads decoding and preprocessing images."),
+    pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
+                                               help="ROI runs: pixel spacing in mm for images with no manifest "
+                                               "pixel_spacing_mm value (else the file's)."),
 ) -> None:
     """Predict every labelled image of DATA with RUN's model and write metrics.json (AUC, sensitivity,
     specificity with 95% CIs), confusion.png, roc.png and calibration.png. Unreadable files are listed
@@ -26,4 +29,4 @@ def command(
 
     evaluate_run(run, data, out, label_column=label_column,
                  label_map=parse_label_map(label_map) if label_map is not None else None,
-                 threshold=threshold, workers=workers, console=Console())
+                 threshold=threshold, workers=workers, pixel_spacing_mm=pixel_spacing, console=Console())

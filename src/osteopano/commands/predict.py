@@ -30,6 +30,10 @@ def command(
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and screen only the "
                                 "images not in it yet."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images read and predicted together."),
+    age: float | None = typer.Option(None, "--age", min=0.0, max=130.0, help="Patient age in years, for models "
+                                     "trained with --covariates age (applies to every image)."),
+    sex: str | None = typer.Option(None, "--sex", help="F or M, for models trained with --covariates sex "
+                                   "(applies to every image)."),
 ) -> None:
     """Screen radiographs for signs of osteoporosis: probability and refer-for-DXA decision per image.
 
@@ -37,6 +41,8 @@ def command(
     (memory stays flat however many images). An unreadable file becomes a row with its error and the
     batch goes on; the exit status is 0 unless no image at all could be read. A screening aid, not a
     diagnosis; a model trained on the synthetic phantom says nothing about real patients.
+    Cortex-ROI models need each image's pixel spacing (the file's, or --pixel-spacing); an image whose
+    cortex is not found gets an error row. Covariate models need --age/--sex (no imputation).
     """
     from rich.console import Console
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -73,7 +79,8 @@ def command(
             task = progress.add_task("", total=total)
             for batch in screen(m, todo, batch_size=batch_size, heatmaps_dir=heatmaps, report_dir=report,
                                 measure=measure, pixel_spacing_mm=pixel_spacing,
-                                name_of=lambda p: flat_name(p, inputs)):
+                                name_of=lambda p: flat_name(p, inputs),
+                                covariates={k: v for k, v in (("age", age), ("sex", sex)) if v is not None}):
                 batch_rows = [item.row for item in batch]
                 if writer is not None:
                     writer.write(batch_rows)
