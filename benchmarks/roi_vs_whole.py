@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +50,16 @@ def _dev_set(work: Path, n: int, width: int, seed: int) -> Path:
 
 
 def _train(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> tuple[dict, float]:
+    """Train one model (or reuse a finished run in ``out``); returns its test metrics and the seconds its
+    epochs took (history.csv; cortex measurement and data loading not included)."""
+    if not (out / "metrics.json").is_file():
+        _fit(manifest, out, args, **extra)
+    with open(out / "history.csv", newline="") as fh:
+        seconds = sum(float(r["seconds"]) for r in csv.DictReader(fh))
+    return json.loads((out / "metrics.json").read_text()), seconds
+
+
+def _fit(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> None:
     from rich.console import Console
 
     from osteopano.config import RunConfig
@@ -58,24 +67,19 @@ def _train(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> tupl
     from osteopano.preprocess import Preprocess
     from osteopano.training import train_run
 
-    if (out / "metrics.json").is_file():
-        return json.loads((out / "metrics.json").read_text()), float("nan")
     mean, std = backbone_mean_std("efficientnet_lite0")
     clahe = {"clahe_clip": 0.0} if extra.get("input_mode") == "roi" else {}
     cfg = RunConfig(data=str(manifest), seed=args.seed, epochs=args.epochs, patience=args.patience,
                     image_size=args.image_size, batch_size=32,
                     preprocess=Preprocess(size=args.image_size, mean=mean, std=std, **clahe).to_dict(), **extra)
-    start = time.perf_counter()
-    metrics = train_run(cfg, out, workers=2, console=Console())
-    return metrics, time.perf_counter() - start
+    train_run(cfg, out, workers=2, console=Console())
 
 
 def _auc_row(name: str, y: np.ndarray, score: np.ndarray, seed: int) -> tuple[str, float, list | None, int]:
-    from sklearn.metrics import roc_auc_score
+    from osteopano.training import score_auc
 
-    from osteopano.evaluation import bootstrap_auc_ci
-
-    return name, float(roc_auc_score(y, score)), bootstrap_auc_ci(y, score, seed=seed), len(y)
+    entry = score_auc(y, score, seed)
+    return name, entry["auc"], entry["ci"], entry["n"]
 
 
 def main() -> None:
@@ -100,7 +104,7 @@ def main() -> None:
     whole, t_whole = _train(manifest, runs / "whole", args)
     roi, t_roi = _train(manifest, runs / "roi", args, input_mode="roi")
     roi_cov, t_cov = _train(manifest, runs / "roi_cov", args, input_mode="roi", covariates=["age", "sex"])
-    for name, m, secs in (("whole image (224 px squashed)", whole, t_whole), ("cortex ROI (2 crops)", roi, t_roi),
+    for name, m, secs in ((f"whole image ({args.image_size} px squashed)", whole, t_whole), ("cortex ROI (2 crops)", roi, t_roi),
                           ("cortex ROI + age, sex", roi_cov, t_cov)):
         rows.append((name, m["auc"]["value"], m["auc"]["ci"], m["n"], secs))
     measured = roi["baselines"].get("mcw_measured") or {}
@@ -115,7 +119,7 @@ def main() -> None:
 
     table = Table(title=f"Test AUC on a SYNTHETIC phantom set: {args.n} images, width {args.width}, seed "
                         f"{args.seed}, {args.epochs} epochs max, {args.image_size} px (not clinical evidence)")
-    for col in ("input / score", "AUC", "95% CI", "n test", "train s"):
+    for col in ("input / score", "AUC", "95% CI", "n test", "train s (epochs)"):
         table.add_column(col)
     for name, auc, ci, n, secs in rows:
         table.add_row(name, "-" if auc is None else f"{auc:.3f}",

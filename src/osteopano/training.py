@@ -6,7 +6,11 @@
    samples dropped and counted), checks there are exactly two classes;
 2. decodes and preprocesses every image once (``Preprocess.to_uint8``, in
    threads) and keeps the uint8 224x224 planes in memory; unreadable files are
-   listed and left out;
+   listed and left out. With ``input_mode='roi'`` each image's cortex is
+   measured once and both ROI crops kept instead (``load_roi_images``); images
+   without pixel spacing or whose cortex is not located are left out and
+   counted. ``covariates`` (age, sex) come from the manifest; samples missing
+   one are left out (no imputation);
 3. splits train/val/test (the manifest's ``split`` column when filled, else
    stratified by class and grouped by patient, ``split_samples``);
 4. trains ``create_model`` with Adam + cross-entropy, train-only augmentation
@@ -180,7 +184,7 @@ def load_roi_images(samples: Sequence[Sample], preprocess: Preprocess, spec: dic
     return images, good, bad, mcw
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=1024)  # ~100 MB of 224 px planes at most
 def _roi_planes(path: str, _size: int, _mtime_ns: int, spacing: float | None, recipe: str
                 ) -> tuple[np.ndarray, float]:
     """One image's ROI planes (2, S, S) uint8 and measured MCW (mm, NaN when unknown); see load_roi_images."""
