@@ -32,7 +32,7 @@ demo: install
 	$(BIN)/osteopano inspect $(DEMO)/dev
 	$(BIN)/osteopano train $(DEMO)/dev --out $(DEMO)/run --seed $(SEED) \
 	    --label-column klemetti --label-map C1=normal,C2=osteoporosis,C3=osteoporosis
-	$(BIN)/osteopano evaluate $(DEMO)/run $(DEMO)/external --out $(DEMO)/external-eval
+	$(BIN)/osteopano evaluate $(DEMO)/run $(DEMO)/external --label-column label --out $(DEMO)/external-eval
 	$(BIN)/osteopano export $(DEMO)/run
 	$(BIN)/osteopano predict $(DEMO)/run/model.onnx $(DEMO)/external --engine onnx --out $(DEMO)/screening.csv
 	$(BIN)/osteopano measure $(DEMO)/external --out $(DEMO)/mcw.csv --overlays $(DEMO)/mcw-overlays

@@ -112,6 +112,16 @@ def test_evaluate_on_another_set(run: Path, data, monkeypatch, capsys, tmp_path)
     assert metrics["n"] == 16 and metrics["auc"]["value"] is not None and metrics["skipped_files"] == []
     for name in ("confusion.png", "roc.png", "calibration.png"):
         assert (tmp_path / "e" / name).is_file()
+    # the run learnt Klemetti classes; the external truth is the data's `label` column unless told otherwise
+    with open(data["ext"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert metrics["label_column"] == "label"
+    assert metrics["n_positive"] == sum(r["label"] == "osteoporosis" for r in rows)
+    code, _, _ = run_cli(monkeypatch, capsys, "evaluate", str(run), str(data["ext"]), "--out", str(tmp_path / "k"),
+                         "--label-column", "klemetti")
+    assert code == 0
+    klemetti = json.loads((tmp_path / "k" / "metrics.json").read_text())
+    assert klemetti["n_positive"] == sum(r["klemetti"] in ("C2", "C3") for r in rows)  # the run's map applied
 
 
 def test_evaluate_lists_and_skips_unreadable_files(run: Path, tmp_path) -> None:

@@ -675,8 +675,10 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
                  console: Console | None = None) -> dict[str, Any]:
     """Score every labelled sample of an external data set with a finished run; write metrics.json + plots.
 
-    Labels default to the run's column and map; the threshold to the run's (chosen on its validation
-    split). A threshold *rule* ('youden', 'sens:0.9') is chosen on this same data and says so.
+    The truth is the data's ``label`` column by default (the study's external set was labelled by
+    DXA, as the phantom's ``label`` is), whatever column the run was trained on; the run's label map
+    applies only when scoring against the run's own column. The threshold defaults to the run's
+    (chosen on its validation split). A threshold *rule* ('youden', 'sens:0.9') is chosen on this same data and says so.
     Unreadable files are listed in ``metrics['skipped_files']`` and left out; for ROI runs so are images
     without pixel spacing (manifest column, else ``pixel_spacing_mm``, else the file's) or whose cortex
     is not located, and for covariate runs samples lacking a covariate in the manifest.
@@ -689,8 +691,11 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     cfg = run.config
     ds = discover(data)
     out = Path(out) if out else run.run_dir / f"eval-{_data_name(ds)}"
-    column = label_column or cfg.label_column
-    mapping = cfg.label_map if label_map is None else label_map
+    column = label_column or "label"
+    if label_map is not None:
+        mapping = label_map
+    else:
+        mapping = cfg.label_map if column == cfg.label_column else {}
     lab = label_samples(ds, column, mapping, cfg.positive)
     if lab.classes != run.classes:
         raise DataError(f"{data}: classes {', '.join(lab.classes)} differ from the run's {', '.join(run.classes)}")
@@ -731,6 +736,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     metrics = compute_metrics(y, prob, value, class_names=run.classes, seed=cfg.seed)
     metrics["threshold_rule"] = {"rule": rule, "value": float(value), "description": note}
     metrics["evaluated_on"] = f"external data {ds.root} (all {len(y)} readable labelled images)"
+    metrics["label_column"] = column
     metrics["data_synthetic"] = ds.synthetic
     metrics["run"] = str(run.run_dir)
     metrics["skipped_files"] = bad

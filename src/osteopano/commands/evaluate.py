@@ -11,8 +11,10 @@ def command(
     run: Path = typer.Argument(..., help="A run folder written by `osteopano train`."),
     data: Path = typer.Argument(..., help="Manifest CSV, folder holding manifest.csv, or class-folder tree."),
     out: Path = typer.Option(None, "--out", "-o", help="Output folder (default RUN/eval-<data folder name>)."),
-    label_column: str = typer.Option(None, help="Column holding the class (default: the run's)."),
-    label_map: str = typer.Option(None, help="Map raw values to the run's classes (default: the run's map)."),
+    label_column: str = typer.Option("label", help="Column holding the true class: by default the data's "
+                                     "`label` (DXA in the phantom), whatever the run was trained on."),
+    label_map: str = typer.Option(None, help="Map raw values to the run's classes (default: the run's map "
+                                  "when scoring the run's own label column, else none)."),
     threshold: str = typer.Option(None, help="Default: the run's threshold (chosen on its validation split). "
                                   "A number, or 'youden'/'sens:0.9' chosen on THIS data (optimistic)."),
     workers: int = typer.Option(2, min=1, help="Threads decoding and preprocessing images."),
