@@ -22,3 +22,19 @@ def real_samples() -> Path:
 def noise_u16() -> np.ndarray:
     """A 96x128 uint16 image of seeded noise over the full 16-bit range (does not compress)."""
     return np.random.default_rng(0).integers(0, 65536, size=(96, 128), dtype=np.uint16)
+
+
+@pytest.fixture(scope="session")
+def screen_base(tmp_path_factory) -> Path:
+    """Session folder of the tiny trained run shared by the screening, export and API tests."""
+    base = tmp_path_factory.getbasetemp() / "screen"
+    base.mkdir(exist_ok=True)
+    return base
+
+
+@pytest.fixture(scope="session")
+def run(screen_base) -> Path:
+    """A tiny run trained once per session (tests/screen_support.py); test modules may override it."""
+    from screen_support import trained_run
+
+    return trained_run(screen_base)

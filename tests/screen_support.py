@@ -1,7 +1,6 @@
-"""A tiny trained run shared by the screening, export and API tests (trained once per test process).
+"""Shared test support: a tiny trained run (trained once per test process) and `run_cli`.
 
-Used by tests/test_screening.py, tests/test_export.py and tests/test_api.py through their own
-session fixtures; the run lives under pytest's session temp folder.
+Its session fixtures (`screen_base`, `run`) are in tests/conftest.py; `run_cli` runs the CLI in-process.
 """
 
 from __future__ import annotations

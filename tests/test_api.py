@@ -8,24 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from screen_support import exported_onnx, trained_run
+from screen_support import exported_onnx
 
 import osteopano
 from osteopano.engines import OnnxEngine, TorchEngine, build_card
 from osteopano.errors import ImageReadError, ModelError
 from osteopano.imageio import read_image
-
-
-@pytest.fixture(scope="session")
-def screen_base(tmp_path_factory) -> Path:
-    base = tmp_path_factory.getbasetemp() / "screen"
-    base.mkdir(exist_ok=True)
-    return base
-
-
-@pytest.fixture(scope="session")
-def run(screen_base) -> Path:
-    return trained_run(screen_base)
 
 
 @pytest.fixture(scope="session")

@@ -9,19 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from screen_support import exported_onnx, run_cli, trained_run
-
-
-@pytest.fixture(scope="session")
-def screen_base(tmp_path_factory) -> Path:
-    base = tmp_path_factory.getbasetemp() / "screen"
-    base.mkdir(exist_ok=True)
-    return base
-
-
-@pytest.fixture(scope="session")
-def run(screen_base) -> Path:
-    return trained_run(screen_base)
+from screen_support import exported_onnx, run_cli
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
+from screen_support import run_cli
+
 from osteopano import cortex, phantom, roi
 from osteopano.dataset import discover
 from osteopano.imageio import from_array, read_image
@@ -112,16 +114,6 @@ def test_covariate_encoding_and_missing_values() -> None:
 TINY = ["--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size", "64", "--precision", "fp32"]
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from osteopano import cli
-
-    monkeypatch.setattr(sys, "argv", ["osteopano", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out = capsys.readouterr()
-    return exit_info.value.code or 0, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def roi_run(phantoms, tmp_path_factory) -> Path:
     """ROI + covariates model, interrupted after epoch 1 of 2 and resumed."""
@@ -164,10 +156,10 @@ def test_roi_model_trains_resumes_and_reports_baselines(roi_run) -> None:
 
 def test_roi_cli_train_without_covariates_and_evaluate(phantoms, roi_run, monkeypatch, capsys, tmp_path) -> None:
     out = tmp_path / "plain"
-    code, _, err = _cli(monkeypatch, capsys, "train", str(phantoms), "--out", str(out), *TINY, "--input", "roi")
+    code, _, err = run_cli(monkeypatch, capsys, "train", str(phantoms), "--out", str(out), *TINY, "--input", "roi")
     assert code == 0, err
     assert json.loads((out / "config.json").read_text())["covariates"] == []
-    code, _, err = _cli(monkeypatch, capsys, "evaluate", str(roi_run), str(phantoms), "--out", str(tmp_path / "ev"))
+    code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(roi_run), str(phantoms), "--out", str(tmp_path / "ev"))
     assert code == 0, err
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
     assert metrics["n"] == 16 and "mcw" in metrics["baselines"]
@@ -220,7 +212,7 @@ def test_missing_covariates_or_spacing_are_per_image_errors(phantoms, roi_run) -
 def test_predict_cli_draws_roi_heatmaps_on_the_full_image(phantoms, roi_run, monkeypatch, capsys, tmp_path) -> None:
     sample = discover(phantoms).samples[0]
     path = sample.path
-    code, _, err = _cli(monkeypatch, capsys, "predict", str(roi_run), str(path), "--age", "70", "--sex", "F",
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(roi_run), str(path), "--age", "70", "--sex", "F",
                         "--pixel-spacing", str(sample.number("pixel_spacing_mm")),
                         "--heatmaps", str(tmp_path / "h"), "--out", str(tmp_path / "p.csv"))
     assert code == 0, err

@@ -11,23 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from screen_support import exported_onnx, run_cli, trained_run
+from screen_support import exported_onnx, run_cli
 
 import osteopano
 from osteopano import explain
 from osteopano.imageio import read_image, write_dicom
 from osteopano.screening import ROW_COLUMNS, RowWriter, done_paths, iter_image_paths
-
-
-@pytest.fixture(scope="session")
-def screen_base(tmp_path_factory) -> Path:
-    return tmp_path_factory.getbasetemp() / "screen"
-
-
-@pytest.fixture(scope="session")
-def run(screen_base) -> Path:
-    screen_base.mkdir(exist_ok=True)
-    return trained_run(screen_base)
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the training stack (torch) is not installed")
 
+from screen_support import run_cli  # noqa: E402
+
 from osteopano import cli  # noqa: E402
 from osteopano.config import RunConfig  # noqa: E402
 from osteopano.errors import DataError, ModelError  # noqa: E402
@@ -42,14 +44,6 @@ def make_set(root: Path, n: int, seed: int, *, labels: tuple[str, ...] = ("norma
         writer.writeheader()
         writer.writerows(rows)
     return root / "manifest.csv"
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["osteopano", *args])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out = capsys.readouterr()
-    return exit_info.value.code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")
