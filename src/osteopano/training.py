@@ -122,6 +122,20 @@ def label_samples(ds: Dataset, column: str, label_map: dict[str, str], positive:
 # ----------------------------------------------------------------------------- images
 
 
+def _map_images(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, console: Console | None,
+                label: str) -> tuple[list[Any], list[int], list[str]]:
+    """Run ``fn`` over ``items`` in threads with a progress bar; ``fn`` returns a result or a str reason.
+    Returns (all results, indices of the good ones, the reasons of the bad ones)."""
+    results: list[Any] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool, _progress(console) as progress:
+        task = progress.add_task(label, total=len(items), info="")
+        for res in pool.map(fn, items):
+            results.append(res)
+            progress.advance(task)
+    good = [i for i, r in enumerate(results) if not isinstance(r, str)]
+    return results, good, [r for r in results if isinstance(r, str)]
+
+
 def load_images(paths: Sequence[Path], preprocess: Preprocess, workers: int,
                 console: Console | None = None) -> tuple[np.ndarray, list[int], list[str]]:
     """Decode + preprocess (to uint8 planes) in threads. Returns (images (N, S, S) uint8 of the good files,
@@ -135,14 +149,7 @@ def load_images(paths: Sequence[Path], preprocess: Preprocess, workers: int,
         except (ValueError, OSError) as exc:
             return f"{path}: {exc}"
 
-    results: list[np.ndarray | str] = []
-    with ThreadPoolExecutor(max(1, workers)) as pool, _progress(console) as progress:
-        task = progress.add_task("Preprocessing images", total=len(paths), info="")
-        for res in pool.map(one, paths):
-            results.append(res)
-            progress.advance(task)
-    good = [i for i, r in enumerate(results) if not isinstance(r, str)]
-    bad = [r for r in results if isinstance(r, str)]
+    results, good, bad = _map_images(one, paths, workers, console, "Preprocessing images")
     size = preprocess.size
     images = np.stack([results[i] for i in good]) if good else np.zeros((0, size, size), np.uint8)
     return images, good, bad
@@ -170,14 +177,7 @@ def load_roi_images(samples: Sequence[Sample], preprocess: Preprocess, spec: dic
         except (ValueError, OSError) as exc:
             return f"{sample.path}: {exc}"
 
-    results: list[tuple[np.ndarray, float] | str] = []
-    with ThreadPoolExecutor(max(1, workers)) as pool, _progress(console) as progress:
-        task = progress.add_task("Measuring the cortex, cutting ROI crops", total=len(samples), info="")
-        for res in pool.map(one, samples):
-            results.append(res)
-            progress.advance(task)
-    good = [i for i, r in enumerate(results) if not isinstance(r, str)]
-    bad = [r for r in results if isinstance(r, str)]
+    results, good, bad = _map_images(one, samples, workers, console, "Measuring the cortex, cutting ROI crops")
     size = preprocess.size
     images = np.stack([results[i][0] for i in good]) if good else np.zeros((0, 2, size, size), np.uint8)
     mcw = np.asarray([results[i][1] for i in good], float)
