@@ -1,7 +1,7 @@
 """Accuracy and speed of the automatic MCW measurement on SYNTHETIC phantom images.
 
 Generates ``--n`` phantom radiographs (fixed seed) into a temporary folder, measures each with
-``osteopano.cortex.measure`` (pixel spacing from the manifest) and prints, per side, the median
+``osteopano.cortex.measure.measure`` (pixel spacing from the manifest) and prints, per side, the median
 and 95th-percentile absolute MCW error against the phantom's truth, the fraction located, the
 distance of the measurement site from the true site, the Klemetti agreement and images/s.
 
@@ -24,9 +24,9 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from osteopano import phantom
-from osteopano.cortex import measure
-from osteopano.imageio import read_image
+from osteopano.phantom import generate as phantom
+from osteopano.cortex.measure import measure
+from osteopano.io.images import read_image
 
 
 def main() -> None:

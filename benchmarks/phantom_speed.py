@@ -18,7 +18,7 @@ from collections import Counter
 from rich.console import Console
 from rich.table import Table
 
-from osteopano import phantom
+from osteopano.phantom import generate as phantom
 from osteopano.commands.synth import oracle_auc
 
 

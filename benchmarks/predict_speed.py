@@ -60,11 +60,11 @@ def _child(mode: str, engine: str, model: Path, images: Path, batch_size: int) -
 
 
 def _train(tmp: Path) -> Path:
-    from osteopano.config import RunConfig
-    from osteopano.models import backbone_mean_std
-    from osteopano.phantom import generate
-    from osteopano.preprocess import Preprocess
-    from osteopano.training import train_run
+    from osteopano.train.config import RunConfig
+    from osteopano.model.networks import backbone_mean_std
+    from osteopano.phantom.generate import generate
+    from osteopano.prepare.intensity import Preprocess
+    from osteopano.train.loop import train_run
 
     generate(tmp / "train", 16, 0, width=800, progress=False)
     mean, std = backbone_mean_std("efficientnet_lite0")
@@ -81,7 +81,7 @@ def _big_image(tmp: Path) -> Path:
         return real[0]
     import cv2
 
-    from osteopano.phantom import render
+    from osteopano.phantom.generate import render
 
     ph = render(0, width=2943)
     path = tmp / "big.png"
@@ -108,8 +108,8 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from osteopano.export import export_onnx
-    from osteopano.phantom import generate
+    from osteopano.model.onnx import export_onnx
+    from osteopano.phantom.generate import generate
 
     console = Console()
     with tempfile.TemporaryDirectory(prefix="osteopano-bench-") as tmp_name:

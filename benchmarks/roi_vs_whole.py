@@ -7,7 +7,7 @@ sees the same images. Prints the test AUC (95% bootstrap CI) of:
 * whole image (the study's squashed 224 x 224 input),
 * cortex ROI (both inferior-cortex crops at 8 px/mm, shared backbone),
 * cortex ROI + age and sex,
-* MCW-only: -MCW as measured by ``osteopano.cortex`` (the tool's own measurement),
+* MCW-only: -MCW as measured by ``osteopano.cortex.measure`` (the tool's own measurement),
 * age-only: logistic regression on age (train split),
 * oracle: -mean of the manifest's TRUE MCW (the phantom's ground truth; no real data set has it).
 
@@ -28,9 +28,9 @@ import numpy as np
 
 def _dev_set(work: Path, n: int, width: int, seed: int) -> Path:
     """Generate the phantom set once (reused when present) and write manifest_split.csv with a fixed split."""
-    from osteopano import phantom
-    from osteopano.dataset import discover
-    from osteopano.splits import split_samples
+    from osteopano.phantom import generate as phantom
+    from osteopano.data.dataset import discover
+    from osteopano.data.splits import split_samples
 
     data = work / f"phantom-n{n}-w{width}-s{seed}"
     if not (data / "manifest.csv").is_file():
@@ -62,10 +62,10 @@ def _train(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> tupl
 def _fit(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> None:
     from rich.console import Console
 
-    from osteopano.config import RunConfig
-    from osteopano.models import backbone_mean_std
-    from osteopano.preprocess import Preprocess
-    from osteopano.training import train_run
+    from osteopano.train.config import RunConfig
+    from osteopano.model.networks import backbone_mean_std
+    from osteopano.prepare.intensity import Preprocess
+    from osteopano.train.loop import train_run
 
     mean, std = backbone_mean_std("efficientnet_lite0")
     clahe = {"clahe_clip": 0.0} if extra.get("input_mode") == "roi" else {}
@@ -76,7 +76,7 @@ def _fit(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> None:
 
 
 def _auc_row(name: str, y: np.ndarray, score: np.ndarray, seed: int) -> tuple[str, float, list | None, int]:
-    from osteopano.training import score_auc
+    from osteopano.train.loop import score_auc
 
     entry = score_auc(y, score, seed)
     return name, entry["auc"], entry["ci"], entry["n"]
@@ -96,7 +96,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from osteopano.dataset import discover
+    from osteopano.data.dataset import discover
 
     manifest = _dev_set(args.work, args.n, args.width, args.seed)
     runs = args.work / f"runs-n{args.n}-w{args.width}-s{args.seed}-e{args.epochs}-i{args.image_size}"

@@ -46,7 +46,7 @@ def small_model(folder: Path) -> Path:
         [*cli, "synth", str(data), "--n", "12", "--seed", "1", "--width", "320", "--workers", "1"],
         [*cli, "train", str(data), "--out", str(run), "--weights", "none", "--epochs", "1",
          "--image-size", "64", "--batch-size", "4", "--workers", "1"],
-        [sys.executable, "-c", f"from osteopano.export import export_onnx; export_onnx({str(run)!r})"],
+        [sys.executable, "-c", f"from osteopano.model.onnx import export_onnx; export_onnx({str(run)!r})"],
     ]
     for step in steps:
         console.print(f"[dim]$ {' '.join(step[1:4])} ...")
@@ -55,7 +55,7 @@ def small_model(folder: Path) -> Path:
 
 
 def phantom_png(width: int) -> bytes:
-    from osteopano.phantom import render
+    from osteopano.phantom.generate import render
 
     buf = io.BytesIO()
     Image.fromarray(render(3, width=width).pixels).save(buf, format="PNG")

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from osteopano.models import create_model
+from osteopano.model.networks import create_model
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv3_large_100")
 

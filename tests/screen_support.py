@@ -15,10 +15,10 @@ N_TRAIN = 24
 @functools.cache
 def trained_run(base: Path) -> Path:
     """Synthesise N_TRAIN phantoms and train efficientnet_lite0 from scratch for 1 epoch at 64 px."""
-    from osteopano.config import RunConfig
-    from osteopano.phantom import generate
-    from osteopano.preprocess import Preprocess
-    from osteopano.training import train_run
+    from osteopano.train.config import RunConfig
+    from osteopano.phantom.generate import generate
+    from osteopano.prepare.intensity import Preprocess
+    from osteopano.train.loop import train_run
 
     data = base / "phantoms"
     generate(data, N_TRAIN, 0, width=PHANTOM_WIDTH, progress=False, workers=1)
@@ -32,7 +32,7 @@ def trained_run(base: Path) -> Path:
 @functools.cache
 def exported_onnx(base: Path) -> Path:
     """``trained_run(base)`` exported to ONNX beside it (once per test process)."""
-    from osteopano.export import export_onnx
+    from osteopano.model.onnx import export_onnx
 
     return export_onnx(trained_run(base), base / "model.onnx")["path"]
 

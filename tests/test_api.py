@@ -11,9 +11,9 @@ import pytest
 from screen_support import exported_onnx
 
 import osteopano
-from osteopano.engines import OnnxEngine, TorchEngine, build_card
+from osteopano.screen.engines import OnnxEngine, TorchEngine, build_card
 from osteopano.errors import ImageReadError, ModelError
-from osteopano.imageio import read_image
+from osteopano.io.images import read_image
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +101,7 @@ def test_card_and_model_id(torch_model, run):
 
 
 def test_run_trained_on_the_phantom_records_synthetic(torch_model):
-    # the tiny run was trained on `osteopano.phantom` output, whose dataset.json marks it synthetic
+    # the tiny run was trained on `osteopano.phantom.generate` output, whose dataset.json marks it synthetic
     assert torch_model.run.config.data_synthetic is True
     assert torch_model.card["training_data"]["synthetic"] is True
 
@@ -120,5 +120,5 @@ def test_import_osteopano_stays_light():
     import subprocess
     import sys
 
-    code = "import sys, osteopano; assert 'torch' not in sys.modules and 'osteopano.engines' not in sys.modules"
+    code = "import sys, osteopano; assert 'torch' not in sys.modules and 'osteopano.screen.engines' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

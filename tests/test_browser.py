@@ -41,7 +41,7 @@ def server(tmp_path_factory) -> Iterator[str]:
     require_chromium()
     import uvicorn
 
-    from osteopano.web import create_app
+    from osteopano.web.app import create_app
 
     run, _, _ = build_small_model(tmp_path_factory.getbasetemp() / "web-model")
     sock = socket.socket()

@@ -1,4 +1,4 @@
-"""Automatic mandibular cortical width measurement (osteopano.cortex) and `osteopano measure`.
+"""Automatic mandibular cortical width measurement (osteopano.cortex.measure) and `osteopano measure`.
 
 Accuracy is checked on SYNTHETIC phantom images with known truth; the real samples beside the
 checkout are checked for plausibility only (no truth exists for them).
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from osteopano import phantom
+from osteopano.phantom import generate as phantom
 from osteopano.cli import app
-from osteopano.cortex import CortexMeasurement, draw_overlay, measure
+from osteopano.cortex.measure import CortexMeasurement, draw_overlay, measure
 from osteopano.errors import OsteopanoError
-from osteopano.imageio import from_array, read_image
+from osteopano.io.images import from_array, read_image
 
 N_PHANTOM = 30
 WIDTH = 1100

@@ -1,4 +1,4 @@
-"""osteopano.dataset: discovery of both layouts, the inspect report, and ``osteopano inspect``."""
+"""osteopano.data.dataset: discovery of both layouts, the inspect report, and ``osteopano inspect``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from osteopano.dataset import MANIFEST_COLUMNS, discover, inspect_dataset
+from osteopano.data.dataset import MANIFEST_COLUMNS, discover, inspect_dataset
 from osteopano.errors import DataError
-from osteopano.imageio import write_png16
+from osteopano.io.images import write_png16
 
 
 def _png(path: Path, value: int, size: tuple[int, int] = (64, 80), dpi: int | None = None) -> Path:
@@ -220,9 +220,9 @@ def test_dataset_json_sidecar_marks_synthetic_data(tmp_path):
     write_png16(tmp_path / "a.png", np.full((8, 8), 1000, np.uint16))
     (tmp_path / "manifest.csv").write_text("path,label\na.png,normal\n")
     assert discover(tmp_path).synthetic is None
-    (tmp_path / "dataset.json").write_text('{"synthetic": true, "generator": "osteopano.phantom"}')
+    (tmp_path / "dataset.json").write_text('{"synthetic": true, "generator": "osteopano.phantom.generate"}')
     ds = discover(tmp_path / "manifest.csv")
-    assert ds.synthetic is True and ds.info["generator"] == "osteopano.phantom"
+    assert ds.synthetic is True and ds.info["generator"] == "osteopano.phantom.generate"
     (tmp_path / "dataset.json").write_text("not json")
     with pytest.raises(DataError, match="dataset.json"):
         discover(tmp_path)

@@ -1,4 +1,4 @@
-"""Tests for osteopano.evaluation: metrics against hand-computed values, Wilson and
+"""Tests for osteopano.metrics.evaluation: metrics against hand-computed values, Wilson and
 bootstrap intervals, threshold rules, the age baseline, plots and the report."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from PIL import Image
 from rich.console import Console
 
 from osteopano.errors import DataError
-from osteopano.evaluation import (
+from osteopano.metrics.evaluation import (
     ThresholdRule,
     age_baseline_auc,
     bootstrap_auc_ci,

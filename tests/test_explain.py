@@ -1,4 +1,4 @@
-"""Grad-CAM on the full radiograph (osteopano.explain): shape, range, localisation, target layer, overlays."""
+"""Grad-CAM on the full radiograph (osteopano.screen.explain): shape, range, localisation, target layer, overlays."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ pytest.importorskip("pytorch_grad_cam", reason="the grad-cam package is not inst
 
 from torch import nn  # noqa: E402
 
-from osteopano import explain  # noqa: E402
+from osteopano.screen import explain  # noqa: E402
 from osteopano.errors import ModelError  # noqa: E402
-from osteopano.preprocess import Preprocess  # noqa: E402
+from osteopano.prepare.intensity import Preprocess  # noqa: E402
 
 H, W = 60, 100          # full-resolution test images (not square: the map must come back to W x H)
 SQ_H, SQ_W = 15, 25     # the bright square (about 8 x 8 px in the 32 x 32 network input)
@@ -155,7 +155,7 @@ def test_target_layer_without_feature_map():
 def test_gradcam_on_the_project_classifier():
     """The real Classifier (timm backbone + dense head, random weights): full-size maps in [0, 1] that
     depend on the input. A class whose score no region raises gets an all-zero map, so both are tried."""
-    from osteopano.models import create_model
+    from osteopano.model.networks import create_model
 
     torch.manual_seed(0)
     model = create_model("efficientnet_lite0", 2, weights="none").eval()

@@ -21,7 +21,7 @@ def test_onnx_file_is_valid_and_self_describing(onnx_file, run):
     import onnx
 
     from osteopano import __version__
-    from osteopano.config import RunConfig
+    from osteopano.train.config import RunConfig
 
     model = onnx.load(str(onnx_file))
     onnx.checker.check_model(model, full_check=True)
@@ -40,7 +40,7 @@ def test_onnx_file_is_valid_and_self_describing(onnx_file, run):
 
 
 def test_onnx_matches_torch_on_20_images(onnx_file, run, screen_base):
-    from osteopano.engines import OnnxEngine, TorchEngine
+    from osteopano.screen.engines import OnnxEngine, TorchEngine
 
     images = sorted((screen_base / "phantoms").glob("*.png"))[:20]
     assert len(images) == 20

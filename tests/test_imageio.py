@@ -1,4 +1,4 @@
-"""osteopano.imageio: round trips for every format, DICOM transforms, and every kind of bad file."""
+"""osteopano.io.images: round trips for every format, DICOM transforms, and every kind of bad file."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from osteopano.errors import ImageReadError
-from osteopano.imageio import (
+from osteopano.io.images import (
     IMAGE_SUFFIXES,
     Radiograph,
     from_array,

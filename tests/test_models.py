@@ -12,8 +12,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the training stack (torch) is not installed")
 
 from osteopano.errors import ModelError  # noqa: E402
-from osteopano.models import create_model, imagenet_model  # noqa: E402
-from osteopano.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: E402
+from osteopano.model.networks import create_model, imagenet_model  # noqa: E402
+from osteopano.prepare.intensity import IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: E402
 
 
 def _chelsea_input(size: int = 224) -> torch.Tensor:
@@ -72,7 +72,7 @@ def test_unknown_backbone_is_a_model_error() -> None:
 
 def test_other_backbone_without_cached_weights_offline_fails_fast_with_one_line(tmp_path) -> None:
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), TORCH_HOME=str(tmp_path / "torch"))
-    code = ("from osteopano.errors import ModelError\nfrom osteopano.models import create_model\n"
+    code = ("from osteopano.errors import ModelError\nfrom osteopano.model.networks import create_model\n"
             "try:\n    create_model('mobilenetv3_large_100', weights='imagenet')\n"
             "except ModelError as e:\n    print('ModelError:', e)\n")
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)

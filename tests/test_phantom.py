@@ -13,10 +13,10 @@ import pytest
 from scipy.ndimage import gaussian_filter1d, map_coordinates
 from typer.testing import CliRunner
 
-from osteopano import phantom
+from osteopano.phantom import generate as phantom
 from osteopano.cli import app
 from osteopano.errors import OsteopanoError
-from osteopano.imageio import read_image
+from osteopano.io.images import read_image
 
 CONTRACT_PREFIX = (
     "path", "patient_id", "age", "sex", "tscore", "label", "klemetti", "mcw_left_mm", "mcw_right_mm",

@@ -1,4 +1,4 @@
-"""Per-image screening reports (osteopano.reports): HTML content, self-containment, PDF, plain language."""
+"""Per-image screening reports (osteopano.render.reports): HTML content, self-containment, PDF, plain language."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from osteopano import reports
-from osteopano.imageio import from_array
+from osteopano.render import reports
+from osteopano.io.images import from_array
 
 DISCLAIMER = "a screening aid, not a diagnosis; only a DXA scan can diagnose osteoporosis"
 
@@ -19,8 +19,8 @@ DISCLAIMER = "a screening aid, not a diagnosis; only a DXA scan can diagnose ost
 @pytest.fixture(scope="module")
 def metrics() -> dict:
     """A real metrics.json layout, from the evaluation module on a small fixed test set."""
-    pytest.importorskip("sklearn", reason="the metrics layout comes from osteopano.evaluation (scikit-learn)")
-    from osteopano.evaluation import compute_metrics
+    pytest.importorskip("sklearn", reason="the metrics layout comes from osteopano.metrics.evaluation (scikit-learn)")
+    from osteopano.metrics.evaluation import compute_metrics
 
     y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
     p = np.array([0.1, 0.2, 0.3, 0.45, 0.6, 0.35, 0.5, 0.7, 0.8, 0.9])

@@ -15,9 +15,11 @@ import pytest
 
 from screen_support import run_cli
 
-from osteopano import cortex, phantom, roi
-from osteopano.dataset import discover
-from osteopano.imageio import from_array, read_image
+from osteopano.cortex import measure as cortex
+from osteopano.phantom import generate as phantom
+from osteopano.prepare import roi
+from osteopano.data.dataset import discover
+from osteopano.io.images import from_array, read_image
 
 WIDTH = 700  # ~0.42 mm/px: small and quick, the cortex is still ~8 px wide
 
@@ -118,9 +120,9 @@ TINY = ["--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size
 def roi_run(phantoms, tmp_path_factory) -> Path:
     """ROI + covariates model, interrupted after epoch 1 of 2 and resumed."""
     pytest.importorskip("torch", reason="the training stack (torch) is not installed")
-    from osteopano.config import RunConfig
-    from osteopano.preprocess import Preprocess
-    from osteopano.training import train_run
+    from osteopano.train.config import RunConfig
+    from osteopano.prepare.intensity import Preprocess
+    from osteopano.train.loop import train_run
 
     out = tmp_path_factory.mktemp("roi-runs") / "roi"
     cfg = RunConfig(data=str(phantoms), weights="none", epochs=2, batch_size=8, image_size=64, precision="fp32",
@@ -166,8 +168,8 @@ def test_roi_cli_train_without_covariates_and_evaluate(phantoms, roi_run, monkey
 
 
 def test_roi_onnx_parity_and_torch_free_predict(phantoms, roi_run) -> None:
-    from osteopano.engines import OnnxEngine, TorchEngine
-    from osteopano.export import export_onnx
+    from osteopano.screen.engines import OnnxEngine, TorchEngine
+    from osteopano.model.onnx import export_onnx
 
     info = export_onnx(roi_run)
     assert info["max_abs_diff"] < 1e-4
@@ -197,7 +199,7 @@ print("ok")
 
 
 def test_missing_covariates_or_spacing_are_per_image_errors(phantoms, roi_run) -> None:
-    from osteopano.engines import TorchEngine
+    from osteopano.screen.engines import TorchEngine
     from osteopano.errors import OsteopanoError
 
     model = TorchEngine.load(roi_run)
@@ -220,7 +222,7 @@ def test_predict_cli_draws_roi_heatmaps_on_the_full_image(phantoms, roi_run, mon
     assert row["error"] == "" and 0 <= float(row["probability"]) <= 1
     overlay = cv2.imread(str(next((tmp_path / "h").glob("*.png"))))
     assert overlay.shape[:2] == read_image(path).pixels.shape
-    from osteopano.engines import TorchEngine
+    from osteopano.screen.engines import TorchEngine
 
     heat = TorchEngine.load(roi_run).heatmap(_with_spacing(sample), covariates={"age": 70, "sex": "F"})
     assert heat.shape == read_image(path).pixels.shape

@@ -14,9 +14,9 @@ from PIL import Image
 from screen_support import exported_onnx, run_cli
 
 import osteopano
-from osteopano import explain
-from osteopano.imageio import read_image, write_dicom
-from osteopano.screening import ROW_COLUMNS, RowWriter, done_paths, iter_image_paths
+from osteopano.screen import explain
+from osteopano.io.images import read_image, write_dicom
+from osteopano.screen.batch import ROW_COLUMNS, RowWriter, done_paths, iter_image_paths
 
 
 @pytest.fixture(scope="session")
@@ -157,7 +157,7 @@ def test_onnx_engine_refuses_heatmaps(monkeypatch, capsys, run, screen_base, pha
 
 def test_reports_contain_the_probability(monkeypatch, capsys, run, mixed, tmp_path):
     format_probability = pytest.importorskip(
-        "osteopano.reports", reason="osteopano.reports (report helper) not written yet").format_probability
+        "osteopano.render.reports", reason="osteopano.render.reports (report helper) not written yet").format_probability
     rep = tmp_path / "rep"
     out = tmp_path / "p.csv"
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(mixed / "sub"), "--report", str(rep),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from osteopano.errors import DataError
-from osteopano.splits import manifest_splits, split_samples
+from osteopano.data.splits import manifest_splits, split_samples
 
 FRACTIONS = (0.5, 0.25, 0.25)
 

@@ -15,11 +15,11 @@ torch = pytest.importorskip("torch", reason="the training stack (torch) is not i
 from screen_support import run_cli  # noqa: E402
 
 from osteopano import cli  # noqa: E402
-from osteopano.config import RunConfig  # noqa: E402
+from osteopano.train.config import RunConfig  # noqa: E402
 from osteopano.errors import DataError, ModelError  # noqa: E402
-from osteopano.imageio import read_image, write_png16  # noqa: E402
-from osteopano.preprocess import Preprocess  # noqa: E402
-from osteopano.training import load_run, train_run  # noqa: E402
+from osteopano.io.images import read_image, write_png16  # noqa: E402
+from osteopano.prepare.intensity import Preprocess  # noqa: E402
+from osteopano.train.loop import load_run, train_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RUN_FILES = ("model.safetensors", "config.json", "splits.csv", "history.csv", "curves.png", "checkpoint.pt",
@@ -119,7 +119,7 @@ def test_evaluate_on_another_set(run: Path, data, monkeypatch, capsys, tmp_path)
 
 
 def test_evaluate_lists_and_skips_unreadable_files(run: Path, tmp_path) -> None:
-    from osteopano.training import evaluate_run
+    from osteopano.train.loop import evaluate_run
 
     manifest = make_set(tmp_path / "bad", 8, 2)
     (tmp_path / "bad" / "img003.png").write_bytes(b"not a png")
@@ -177,8 +177,8 @@ def test_user_errors_are_one_line_exit_2(case, data, monkeypatch, capsys, tmp_pa
 
 
 def test_unlabelled_samples_are_dropped_and_counted(tmp_path) -> None:
-    from osteopano.dataset import discover
-    from osteopano.training import label_samples
+    from osteopano.data.dataset import discover
+    from osteopano.train.loop import label_samples
 
     manifest = make_set(tmp_path / "s", 12, 0)
     text = manifest.read_text().splitlines()

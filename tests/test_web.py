@@ -1,4 +1,4 @@
-"""The web app (osteopano.web): API, page, limits, privacy, report download.
+"""The web app (osteopano.web.app): API, page, limits, privacy, report download.
 
 Limit and concurrency tests use a fake model injected with ``create_app(model=...)``; the end-to-end
 tests use a tiny model trained on synthetic phantoms (once per session)."""
@@ -22,10 +22,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from web_model import build_small_model
 
-from osteopano import web
-from osteopano.engines import load
-from osteopano.imageio import read_image, write_dicom
-from osteopano.screening import ScreeningResult
+from osteopano.web import app as web
+from osteopano.screen.engines import load
+from osteopano.io.images import read_image, write_dicom
+from osteopano.screen.batch import ScreeningResult
 
 PATIENT_ID = "PID-4471-SECRET"
 PATIENT_NAME = "Doe^Janet"
@@ -142,7 +142,7 @@ def test_api_dicom_keeps_patient_data_out_of_logs(small_model, tmp_path, caplog)
     assert body["probability"] == pytest.approx(expected.probability, abs=1e-5)
     assert body["heatmap_png_base64"] is None and "heatmap" in body["heatmap_note"]  # ONNX: no Grad-CAM
     assert PATIENT_ID not in response.text
-    assert any(r.name == "osteopano.web" for r in caplog.records), "the app logged nothing to check"
+    assert any(r.name == "osteopano.web.app" for r in caplog.records), "the app logged nothing to check"
     for secret in (PATIENT_ID, "Doe", "Janet", dcm.name, "1950"):
         assert secret not in caplog.text
 
@@ -154,7 +154,7 @@ def test_onnx_path_never_imports_torch(small_model):
     script = f"""
 import json, sys
 from fastapi.testclient import TestClient
-from osteopano.web import create_app
+from osteopano.web.app import create_app
 client = TestClient(create_app({str(onnx_file)!r}))
 image = open({str(image)!r}, "rb").read()
 r = client.post("/api/v1/screen", files={{"file": ("a.png", image)}})

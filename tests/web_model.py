@@ -24,7 +24,7 @@ def build_small_model(base: Path) -> tuple[Path, Path, Path]:
     ):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"osteopano {args[0]} failed: {result.output}\n{result.exception!r}"
-    from osteopano.export import export_onnx
+    from osteopano.model.onnx import export_onnx
 
     export_onnx(run)
     return run, onnx_file, data

@@ -7,12 +7,12 @@ __version__ = "0.1.0"
 
 
 def load(path, **kw):
-    """A ready screening model from a run folder or an .onnx file (see ``osteopano.engines.load``).
+    """A ready screening model from a run folder or an .onnx file (see ``osteopano.screen.engines.load``).
 
     ``m = osteopano.load(PATH, engine="auto"|"torch"|"onnx", threshold=None)``; then
     ``m.predict(path_or_array_or_Radiograph, heatmap=False)``, ``m.predict_batch(...)``, ``m.card``,
     ``m.model_id``. Imported lazily: ``import osteopano`` stays light and torch-free.
     """
-    from osteopano.engines import load as _load
+    from osteopano.screen.engines import load as _load
 
     return _load(path, **kw)

@@ -16,7 +16,7 @@ def command(
     The file is checked with onnx.checker and against PyTorch before it is written."""
     from rich.console import Console
 
-    from osteopano.export import export_onnx
+    from osteopano.model.onnx import export_onnx
 
     info = export_onnx(run, onnx)
     Console().print(f"Wrote {info['path']} ({info['bytes'] / 1e6:.1f} MB, model {info['model_id']}); "

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from osteopano.dataset import discover, inspect_dataset
+from osteopano.data.dataset import discover, inspect_dataset
 from osteopano.errors import DataError
 
 

@@ -35,9 +35,9 @@ def command(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from osteopano import cortex
-    from osteopano.fileio import atomic_path
-    from osteopano.imageio import read_image
+    from osteopano.cortex import measure as cortex
+    from osteopano.io.files import atomic_path
+    from osteopano.io.images import read_image
 
     if out is not None and out.suffix.lower() not in (".csv", ".jsonl"):
         raise OsteopanoError(f"{out}: --out must end in .csv or .jsonl")
@@ -85,7 +85,7 @@ def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path
 
     A path that does not exist is kept so that it is reported as a row with its error.
     """
-    from osteopano.imageio import IMAGE_SUFFIXES
+    from osteopano.io.images import IMAGE_SUFFIXES
 
     skip = exclude.resolve() if exclude is not None else None
     found: list[Path] = []
@@ -146,7 +146,7 @@ def _is_jsonl(out: Path | None) -> bool:
 
 def _write(out: Path, records: list[dict[str, Any]]) -> None:
     """Write all records so far, atomically (CSV columns: the union in first-seen order)."""
-    from osteopano.fileio import atomic_write_text
+    from osteopano.io.files import atomic_write_text
 
     if _is_jsonl(out):
         atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in records))

@@ -26,7 +26,7 @@ def command(
     pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
                                                help="Pixel spacing in mm for every image (else the file's)."),
     measure: bool = typer.Option(False, "--measure", help="Add the mandibular cortical width columns "
-                                 "(osteopano.cortex) to each row."),
+                                 "(osteopano.cortex.measure) to each row."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out and screen only the "
                                 "images not in it yet."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images read and predicted together."),
@@ -48,8 +48,8 @@ def command(
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
-    from osteopano.engines import load
-    from osteopano.screening import RowWriter, done_paths, flat_name, iter_image_paths, screen
+    from osteopano.screen.engines import load
+    from osteopano.screen.batch import RowWriter, done_paths, flat_name, iter_image_paths, screen
 
     if resume and out is None:
         raise DataError("--resume needs --out (the file to continue)")

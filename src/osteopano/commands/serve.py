@@ -35,7 +35,7 @@ def command(
         raise OsteopanoError("the web server needs the web extra: pip install 'osteopano[web]'") from None
     from rich.console import Console
 
-    from osteopano.web import create_app
+    from osteopano.web.app import create_app
 
     console = Console(stderr=True, soft_wrap=True)
     if not model.exists():

@@ -22,7 +22,7 @@ def command(
     ground truth: age, sex, DXA T-score and label, Klemetti class, cortical widths, measurement
     sites, acquisition parameters. Synthetic images are for testing only, never clinical evidence.
     """
-    from osteopano.phantom import generate
+    from osteopano.phantom.generate import generate
 
     rows = generate(out, n, seed, fmt=fmt.lower(), width=width, masks=masks, workers=max(1, workers))
     _print_summary(out, rows)

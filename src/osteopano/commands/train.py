@@ -38,7 +38,7 @@ def command(
     resume: Path = typer.Option(None, help="Continue the interrupted run in this folder (its own settings)."),
     input_mode: str = typer.Option("whole", "--input", help="whole = the panoramic squashed to a square (the "
                                    "study); roi = both inferior-cortex crops (25 x 12 mm at 8 px/mm, located by "
-                                   "osteopano.cortex), which needs each image's pixel spacing."),
+                                   "osteopano.cortex.measure), which needs each image's pixel spacing."),
     pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
                                                help="--input roi: pixel spacing in mm for images with no manifest "
                                                "pixel_spacing_mm value (else the file's)."),
@@ -52,10 +52,10 @@ def command(
     evidence."""
     from rich.console import Console
 
-    from osteopano.config import RunConfig
-    from osteopano.evaluation import parse_threshold_rule
-    from osteopano.preprocess import Preprocess
-    from osteopano.training import parse_label_map, resolve_precision, train_run
+    from osteopano.train.config import RunConfig
+    from osteopano.metrics.evaluation import parse_threshold_rule
+    from osteopano.prepare.intensity import Preprocess
+    from osteopano.train.loop import parse_label_map, resolve_precision, train_run
 
     console = Console()
     if resume is not None:
@@ -71,9 +71,9 @@ def command(
         raise DataError(f"--input {input_mode!r}: use whole or roi")
     parse_threshold_rule(threshold)  # fail before the images are read
     resolve_precision(precision)
-    from osteopano.models import backbone_mean_std
+    from osteopano.model.networks import backbone_mean_std
 
-    from osteopano.roi import parse_covariates
+    from osteopano.prepare.roi import parse_covariates
 
     mean, std = backbone_mean_std(backbone)
     # ROI crops: percentile window only; CLAHE's 8x8 tiles on a 25 x 12 mm crop would flatten the

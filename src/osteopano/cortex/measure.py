@@ -5,7 +5,7 @@ Classical image analysis, no trained model:
 1. The image is resampled to a 0.5 mm working grid and the inferior border of the mandible
    is traced on each side of the midline by dynamic programming over the columns on the
    vertical gradient (bright bone above, dark soft tissue below), leaving out the midline
-   zone where the spine ghost and chin soft tissue confuse it (:mod:`osteopano.cortex_trace`).
+   zone where the spine ghost and chin soft tissue confuse it (:mod:`osteopano.cortex.measure.trace`).
 2. Intensity profiles along the border normals, sampled at the full input resolution, give
    the periosteal (outer) and endosteal (inner) edges of the bright cortical band as
    half-maximum crossings; their distance is the cortical width perpendicular to the border.
@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from osteopano import cortex_trace as ct
+from osteopano.cortex import trace as ct
 from osteopano.errors import OsteopanoError
-from osteopano.imageio import Radiograph
+from osteopano.io.images import Radiograph
 
 ASSUMED_FIELD_HEIGHT_MM = 145.0  # typical panoramic image height, for internal scales when spacing is unknown
 SITE_FROM_MIDLINE_MM = 39.5      # anatomical fallback: site this far (horizontally) from the midline

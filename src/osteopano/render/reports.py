@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from osteopano import __version__
-from osteopano.fileio import atomic_path, atomic_write_text
+from osteopano.io.files import atomic_path, atomic_write_text
 
 DISCLAIMER = ("This report is a screening aid, not a diagnosis; only a DXA scan can diagnose osteoporosis. "
               "Interpret it together with the patient's history and clinical risk factors.")

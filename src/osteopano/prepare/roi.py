@@ -5,7 +5,7 @@ becomes 2-3 pixels and the ~1 mm difference between a normal and a thin cortex
 falls below one pixel. An ROI model instead looks at the inferior cortex below
 the mental foramen on both sides (Gaudin 2024), cropped at a FIXED scale in mm.
 
-``roi_crops`` cuts, for each side found by ``osteopano.cortex.measure``, a
+``roi_crops`` cuts, for each side found by ``osteopano.cortex.measure.measure``, a
 ``size_mm`` = 25 x 12 mm rectangle centred on the measurement site along the
 border, rotated so the border runs horizontally with the bone ABOVE, sampled at
 ``px_per_mm`` (8 px/mm -> 200 x 96 px) from the image's real pixel spacing
@@ -36,8 +36,8 @@ import cv2
 import numpy as np
 
 from osteopano.errors import OsteopanoError
-from osteopano.imageio import Radiograph
-from osteopano.preprocess import Preprocess
+from osteopano.io.images import Radiograph
+from osteopano.prepare.intensity import Preprocess
 
 SIZE_MM = (25.0, 12.0)          # crop width (along the border) x height (across it)
 PX_PER_MM = 8.0                 # sampling of the crop before resizing to the network input
@@ -94,7 +94,7 @@ def roi_crops(radiograph: Radiograph | np.ndarray, measurement: Any, *, size_mm:
               pixel_spacing_mm: float | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """The two cortex crops (float32, [0, 1]; order ``SIDES``) and their image->crop affines.
 
-    ``measurement`` is an ``osteopano.cortex.CortexMeasurement`` of this image. The spacing is
+    ``measurement`` is an ``osteopano.cortex.measure.CortexMeasurement`` of this image. The spacing is
     ``pixel_spacing_mm``, else the measurement's, else the radiograph's. Crops are
     ``size_mm * px_per_mm`` pixels (200 x 96 by default), or ``out_px`` x ``out_px`` when given
     (area-resampled; the affine then maps to that grid). RoiError when the spacing is unknown or a
@@ -140,7 +140,7 @@ def measure_roi(radiograph: Radiograph, preprocess: Preprocess, spec: RoiSpec,
     The crops go through ``preprocess.to_uint8`` (percentile window, CLAHE, resize to S x S) one by
     one; the affines map full-image pixels to those S x S planes. RoiError as ``roi_crops``.
     """
-    from osteopano import cortex
+    from osteopano.cortex import measure as cortex
 
     spacing = pixel_spacing_mm or radiograph.pixel_spacing_mm
     if not spacing:

@@ -100,7 +100,7 @@ class Classifier(nn.Module):
 
     ``self.backbone`` is the timm model (``num_classes=0``); Grad-CAM targets its last conv stage.
     Input (N, 3, S, S) for the whole image, or (N, K, 3, S, S) for K crops of one case (the cortex
-    ROI, ``osteopano.roi``): the backbone runs on every crop and their pooled features are averaged.
+    ROI, ``osteopano.prepare.roi``): the backbone runs on every crop and their pooled features are averaged.
     With ``n_covariates`` > 0 the head also takes (N, n_covariates) clinical covariates (e.g.
     standardised age, sex one-hot), concatenated to the image features.
     """

@@ -62,7 +62,7 @@ import numpy as np
 
 from osteopano.errors import OsteopanoError
 from osteopano import __version__
-from osteopano.fileio import atomic_write_json, atomic_write_text
+from osteopano.io.files import atomic_write_json, atomic_write_text
 
 ASPECT = 0.4875  # height / width of the output image (1600 -> 780)
 RASTER_HALF_MM = (170.0, 92.0)  # anatomy raster covers x in [-170, 170], y in [-92, 92] mm
@@ -727,13 +727,13 @@ def _write_one(args: tuple[_Job, str, int, str, bool, int]) -> dict[str, Any]:
     ph = render(job.image_seq, width=width, patient=_patient_of(job))
     name = f"{job.stem}.{'png' if fmt == 'png' else 'dcm'}"
     if fmt == "png":
-        from osteopano.imageio import write_png16
+        from osteopano.io.images import write_png16
 
         write_png16(out / name, ph.pixels)
     else:
         _write_dicom(out / name, ph, seed, job.stem)
     if masks:
-        from osteopano.fileio import atomic_path
+        from osteopano.io.files import atomic_path
 
         for kind, arr in (("mandible", ph.mandible_mask), ("cortex", ph.cortex_mask)):
             with atomic_path(out / "masks" / f"{job.stem}_{kind}.png") as tmp:
@@ -743,7 +743,7 @@ def _write_one(args: tuple[_Job, str, int, str, bool, int]) -> dict[str, Any]:
 
 def _write_dicom(path: Path, ph: PhantomImage, seed: int, stem: str) -> None:
     """Write a DICOM whose UIDs derive from the seed and file stem, so the same seed gives identical bytes."""
-    from osteopano.imageio import write_dicom
+    from osteopano.io.images import write_dicom
 
     write_dicom(path, ph.pixels, ph.truth["pixel_spacing_mm"], patient_id=ph.truth["patient_id"],
                 uid_seed=f"osteopano-phantom-{seed}-{stem}")  # fmt: skip
@@ -803,10 +803,10 @@ def generate(
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(out / "manifest.csv", buf.getvalue())
-    # Provenance sidecar read by osteopano.dataset: runs trained on it are labelled synthetic.
+    # Provenance sidecar read by osteopano.data.dataset: runs trained on it are labelled synthetic.
     atomic_write_json(out / "dataset.json", {
         "synthetic": True,
-        "generator": "osteopano.phantom",
+        "generator": "osteopano.phantom.generate",
         "osteopano_version": __version__,
         "n": n, "seed": seed, "format": fmt, "width": width,
         "note": "Synthetic panoramic phantom: results on it are not clinical evidence.",

@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from osteopano.errors import DataError, OsteopanoError
-from osteopano.imageio import IMAGE_SUFFIXES, Radiograph
+from osteopano.io.images import IMAGE_SUFFIXES, Radiograph
 
 if TYPE_CHECKING:
-    from osteopano.engines import Engine
+    from osteopano.screen.engines import Engine
 
 ROW_COLUMNS = ("path", "patient_id", "probability", "decision", "threshold", "model_id", "error")
 
@@ -229,7 +229,7 @@ def screen(engine: Engine, paths: Iterable[Path], *, batch_size: int = 8, heatma
 
     ``heatmaps_dir``: a Grad-CAM overlay PNG per image (torch engine); ``report_dir``: an HTML + PDF
     report per image (with the overlay when the engine can make one); ``measure``: the cortical-width
-    columns of ``osteopano.cortex.measure`` in each row. Images that cannot be read become rows with
+    columns of ``osteopano.cortex.measure.measure`` in each row. Images that cannot be read become rows with
     their error. Only one batch of images is held in memory at a time. ``covariates`` (e.g.
     {'age': 67, 'sex': 'F'}) go to every image, for models that take them.
     """
@@ -255,7 +255,7 @@ def _extras(item: Screened, image: Radiograph, heatmaps_dir: Path | None, report
     problems: list[str] = []
     overlay = None
     if item.result.heatmap is not None:
-        from osteopano.explain import overlay as make_overlay
+        from osteopano.screen.explain import overlay as make_overlay
 
         overlay = make_overlay(image, item.result.heatmap)
     name = name_of(Path(item.result.path))
@@ -263,7 +263,7 @@ def _extras(item: Screened, image: Radiograph, heatmaps_dir: Path | None, report
         item.files["heatmap"] = _write_png(heatmaps_dir / f"{name}_gradcam.png", overlay)
     measurement = None
     if measure:
-        from osteopano import cortex
+        from osteopano.cortex import measure as cortex
 
         try:
             measurement = cortex.measure(image, pixel_spacing_mm=pixel_spacing_mm)
@@ -271,7 +271,7 @@ def _extras(item: Screened, image: Radiograph, heatmaps_dir: Path | None, report
         except (OsteopanoError, ValueError) as exc:
             problems.append(f"cortex measurement failed: {exc}")
     if report_dir is not None:
-        from osteopano.reports import write_report
+        from osteopano.render.reports import write_report
 
         try:
             item.files.update(write_report(report_dir, image, item.result, card, overlay, measurement,
@@ -286,7 +286,7 @@ def _write_png(path: Path, rgb: np.ndarray) -> Path:
     """Write a uint8 (H, W, 3) RGB image (``explain.overlay``'s order) as PNG, atomically."""
     from PIL import Image
 
-    from osteopano.fileio import atomic_path
+    from osteopano.io.files import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8)).save(tmp, format="PNG")

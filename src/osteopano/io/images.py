@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from osteopano.errors import ImageReadError
-from osteopano.fileio import atomic_path
+from osteopano.io.files import atomic_path
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}

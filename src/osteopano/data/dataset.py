@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from osteopano.errors import DataError, ImageReadError
-from osteopano.imageio import IMAGE_SUFFIXES, read_image
+from osteopano.io.images import IMAGE_SUFFIXES, read_image
 
 MANIFEST_COLUMNS = (
     "path",

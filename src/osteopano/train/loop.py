@@ -20,7 +20,7 @@
    written atomically, so ``resume=True`` continues an interrupted run and
    gives the same result as an uninterrupted one;
 5. chooses the decision threshold on the validation split, then evaluates the
-   untouched test split once (``osteopano.evaluation``) and writes the run
+   untouched test split once (``osteopano.metrics.evaluation``) and writes the run
    folder.
 
 Run folder: ``config.json``, ``splits.csv``, ``checkpoint.pt``, ``history.csv``,
@@ -49,14 +49,14 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from osteopano.config import RunConfig
-from osteopano.dataset import Dataset, Sample, discover
+from osteopano.train.config import RunConfig
+from osteopano.data.dataset import Dataset, Sample, discover
 from osteopano.errors import DataError, ModelError, OsteopanoError
-from osteopano.fileio import atomic_path, atomic_write_json, atomic_write_text
-from osteopano.imageio import read_image
-from osteopano.models import Classifier, create_model
-from osteopano.preprocess import Preprocess
-from osteopano.splits import manifest_splits, split_samples
+from osteopano.io.files import atomic_path, atomic_write_json, atomic_write_text
+from osteopano.io.images import read_image
+from osteopano.model.networks import Classifier, create_model
+from osteopano.prepare.intensity import Preprocess
+from osteopano.data.splits import manifest_splits, split_samples
 
 RUN_FILES = ("config.json", "model.safetensors")
 HISTORY_COLUMNS = ("epoch", "seconds", "loss", "accuracy", "val_loss", "val_accuracy")
@@ -158,8 +158,8 @@ def load_images(paths: Sequence[Path], preprocess: Preprocess, workers: int,
 def load_roi_images(samples: Sequence[Sample], preprocess: Preprocess, spec: dict[str, Any],
                     default_spacing: float | None, workers: int, console: Console | None = None
                     ) -> tuple[np.ndarray, list[int], list[str], np.ndarray]:
-    """Decode, measure the cortex (``osteopano.cortex``, ~0.4 s an image: done once here) and cut both
-    ROI crops (``osteopano.roi``) in threads. Returns (planes (N, 2, S, S) uint8, indices of the good
+    """Decode, measure the cortex (``osteopano.cortex.measure``, ~0.4 s an image: done once here) and cut both
+    ROI crops (``osteopano.prepare.roi``) in threads. Returns (planes (N, 2, S, S) uint8, indices of the good
     samples, 'path: reason' for each image left out - unreadable, no pixel spacing, cortex not
     located -, the measured mean MCW in mm of the good ones). Pixel spacing per image: the manifest's
     ``pixel_spacing_mm`` column, else ``default_spacing`` (--pixel-spacing), else the file's own.
@@ -188,7 +188,7 @@ def load_roi_images(samples: Sequence[Sample], preprocess: Preprocess, spec: dic
 def _roi_planes(path: str, _size: int, _mtime_ns: int, spacing: float | None, recipe: str
                 ) -> tuple[np.ndarray, float]:
     """One image's ROI planes (2, S, S) uint8 and measured MCW (mm, NaN when unknown); see load_roi_images."""
-    from osteopano.roi import RoiSpec, measure_roi
+    from osteopano.prepare.roi import RoiSpec, measure_roi
 
     spec, preprocess = json.loads(recipe)
     planes, _, measurement = measure_roi(read_image(path), Preprocess.from_dict(preprocess),
@@ -328,7 +328,7 @@ def _prepare(cfg: RunConfig, workers: int, console: Console | None) -> dict[str,
 
 def _covariates(cfg: RunConfig, samples: Sequence[Sample], split: np.ndarray) -> np.ndarray:
     """(N, D) float32 head covariates; sets ``cfg.covariate_stats`` from the train split."""
-    from osteopano.roi import covariate_names, covariate_stats, encode_covariates
+    from osteopano.prepare.roi import covariate_names, covariate_stats, encode_covariates
 
     if not cfg.covariates:
         return np.zeros((len(samples), 0), np.float32)
@@ -509,7 +509,7 @@ def _finish(cfg: RunConfig, out: Path, model: Classifier, data: dict[str, Any], 
     """Threshold on val, one evaluation on test, and the run's final files."""
     from safetensors.torch import save_file
 
-    from osteopano.evaluation import (age_baseline_auc, choose_threshold, compute_metrics, parse_threshold_rule,
+    from osteopano.metrics.evaluation import (age_baseline_auc, choose_threshold, compute_metrics, parse_threshold_rule,
                                       print_report, save_plots)
 
     preprocess = cfg.preprocess_obj()
@@ -560,7 +560,7 @@ def mcw_baselines(samples: Sequence[Sample], y: np.ndarray, measured: np.ndarray
                   *, seed: int = 0) -> dict[str, Any]:
     """The MCW-only baseline on ``rows`` (a boolean mask): -MCW as the score (a thin cortex flags
     osteoporosis), no fitting. ``mcw``: from the manifest's mcw_left_mm/mcw_right_mm (mean of the sides
-    present) when every case has one, else the measured MCW (``osteopano.cortex``, roi runs);
+    present) when every case has one, else the measured MCW (``osteopano.cortex.measure``, roi runs);
     ``mcw_measured`` too when measured values exist. Cases without a value are left out and counted."""
     def entry(mcw: np.ndarray, source: str) -> dict[str, Any]:
         keep = rows & np.isfinite(mcw)
@@ -592,7 +592,7 @@ def score_auc(y: np.ndarray, score: np.ndarray, seed: int = 0) -> dict[str, Any]
     from scipy.stats import rankdata
     from sklearn.metrics import roc_auc_score
 
-    from osteopano.evaluation import bootstrap_auc_ci
+    from osteopano.metrics.evaluation import bootstrap_auc_ci
 
     unit = rankdata(score) / len(score)  # monotone into (0, 1]: same AUC, valid for the bootstrap helper
     return {"auc": float(roc_auc_score(y, score)), "ci": bootstrap_auc_ci(y, unit, seed=seed), "n": len(y)}
@@ -657,7 +657,7 @@ def load_run(run_dir: str | Path) -> RunModel:
         raise ModelError(f"{run_dir / 'config.json'}: unreadable run config ({exc})") from None
     if cfg.threshold is None:
         raise ModelError(f"{run_dir}: the run has no threshold (training did not finish)")
-    from osteopano.roi import covariate_names
+    from osteopano.prepare.roi import covariate_names
 
     model = create_model(cfg.backbone, len(cfg.classes), "none", cfg.dropout, cfg.hidden,
                          n_covariates=len(covariate_names(cfg.covariates)))
@@ -684,7 +684,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     is not located, and for covariate runs samples lacking a covariate in the manifest.
     ``metrics['baselines']``: age as the score (no fitting) and -MCW (``mcw_baselines``).
     """
-    from osteopano.evaluation import (choose_threshold, compute_metrics, parse_threshold_rule, print_report,
+    from osteopano.metrics.evaluation import (choose_threshold, compute_metrics, parse_threshold_rule, print_report,
                                       save_plots)
 
     run = load_run(run_dir)
@@ -718,7 +718,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
         raise DataError(f"{data}: none of the {len(lab.samples)} labelled images could be used")
     samples = [samples[i] for i in good]
     y = y_all[good]
-    from osteopano.roi import encode_covariates
+    from osteopano.prepare.roi import encode_covariates
 
     cov = np.stack([encode_covariates(cfg.covariates, s.fields, cfg.covariate_stats, str(s.path))
                     for s in samples]).reshape(len(samples), -1).astype(np.float32)

@@ -16,9 +16,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from osteopano.fileio import atomic_write_json
-from osteopano.preprocess import Preprocess
-from osteopano.roi import RoiSpec
+from osteopano.io.files import atomic_write_json
+from osteopano.prepare.intensity import Preprocess
+from osteopano.prepare.roi import RoiSpec
 
 CONFIG_VERSION = 1
 VERSIONED_PACKAGES = ("osteopano", "torch", "torchvision", "timm", "numpy", "opencv-python-headless",
@@ -56,7 +56,7 @@ class RunConfig:
     preset: str = "paper"
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
-    input_mode: str = "whole"            # 'whole' (the panoramic squashed to a square) | 'roi' (osteopano.roi)
+    input_mode: str = "whole"            # 'whole' (the panoramic squashed to a square) | 'roi' (osteopano.prepare.roi)
     roi: dict[str, Any] = field(default_factory=lambda: RoiSpec().to_dict())   # crop geometry (roi input)
     pixel_spacing_mm: float | None = None  # --pixel-spacing: for images with no manifest spacing (roi input)
     covariates: list[str] = field(default_factory=list)          # clinical inputs to the head: age, sex

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.stats import binomtest, rankdata
 
 from osteopano.errors import DataError
-from osteopano.fileio import atomic_path
+from osteopano.io.files import atomic_path
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -1,4 +1,4 @@
-"""Low-level image analysis behind :mod:`osteopano.cortex`: tracing the inferior border of
+"""Low-level image analysis behind :mod:`osteopano.cortex.measure`: tracing the inferior border of
 the mandible, reading the cortical band from intensity profiles along the border normals,
 and finding the measurement site.
 

@@ -61,12 +61,14 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
-from osteopano import __version__, explain, reports
+from osteopano import __version__
+from osteopano.screen import explain
+from osteopano.render import reports
 from osteopano.errors import ImageReadError, OsteopanoError
-from osteopano.fileio import atomic_write_bytes, atomic_write_json
-from osteopano.imageio import Radiograph, read_image_bytes
+from osteopano.io.files import atomic_write_bytes, atomic_write_json
+from osteopano.io.images import Radiograph, read_image_bytes
 
-log = logging.getLogger("osteopano.web")
+log = logging.getLogger("osteopano.web.app")
 
 DISCLAIMER = ("osteopano is a screening aid, not a diagnosis: only a DXA scan can diagnose osteoporosis. "
               "A referral suggestion must be weighed by a clinician together with the patient's history.")
@@ -459,7 +461,7 @@ class _SecurityHeaders:
 
 
 def _load_model(model_path: str | Path) -> Any:
-    from osteopano.engines import load
+    from osteopano.screen.engines import load
 
     return load(model_path, engine="auto")
 
@@ -523,7 +525,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
     card = _jsonable(dict(model.card))
     synthetic = _synthetic(card)
     threshold, threshold_rule = _threshold(model, card)
-    templates = Environment(loader=PackageLoader("osteopano", "templates"),
+    templates = Environment(loader=PackageLoader("osteopano.render", "templates"),
                             autoescape=select_autoescape(["html"]))
     # pydicom's warnings about odd elements can quote tag values (names, IDs): keep them out of the logs.
     logging.getLogger("pydicom").setLevel(logging.ERROR)

@@ -7,9 +7,9 @@ of ``Preprocess``), output ``probabilities`` float32 (batch, n_classes), with a 
 names, the positive class, the threshold with its rule, the model card, the model id and the
 osteopano version - so ``OnnxEngine`` needs nothing but the file.
 
-ROI models (``osteopano.roi``) take ``input`` float32 (batch, 2, 3, S, S): the two cortex crops (the
+ROI models (``osteopano.prepare.roi``) take ``input`` float32 (batch, 2, 3, S, S): the two cortex crops (the
 patient's right, then the mirrored left), cut by ``OnnxEngine`` with numpy/OpenCV and
-``osteopano.cortex``. Covariate models take a second input ``covariates`` float32 (batch, D). The
+``osteopano.cortex.measure``. Covariate models take a second input ``covariates`` float32 (batch, D). The
 metadata entry ``osteopano.input`` holds the input mode, crop geometry, covariates and their
 standardisation (``RunConfig.input_spec``).
 """
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from osteopano import __version__
-from osteopano.engines import META_PREFIX, ONNX_NAME, TorchEngine
+from osteopano.screen.engines import META_PREFIX, ONNX_NAME, TorchEngine
 from osteopano.errors import ModelError
-from osteopano.fileio import atomic_write_bytes
+from osteopano.io.files import atomic_write_bytes
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -94,7 +94,7 @@ def metadata(engine: TorchEngine) -> dict[str, Any]:
 
 def _input_shape(engine: TorchEngine) -> tuple[tuple[int, ...], int]:
     """One case's input shape ((3, S, S), or (2, 3, S, S) for ROI crops) and the number of covariates."""
-    from osteopano.roi import SIDES, covariate_names
+    from osteopano.prepare.roi import SIDES, covariate_names
 
     size = engine.preprocess.size
     shape = (len(SIDES), 3, size, size) if engine.input_spec["mode"] == "roi" else (3, size, size)

@@ -5,7 +5,7 @@ The network sees the radiograph squashed to S x S (``Preprocess``). Grad-CAM
 (or any class asked for), then the S x S map is resized straight back to the
 radiograph's own W x H: squashing is a plain resize, so its inverse is one too.
 
-ROI models (``osteopano.roi``) see two cortex crops instead: Grad-CAM runs on
+ROI models (``osteopano.prepare.roi``) see two cortex crops instead: Grad-CAM runs on
 both crops at once (one backward pass through the shared backbone, each crop's
 map normalised on its own) and each crop's map is drawn back onto the full
 image through the crop's inverse affine (``roi.crop_to_image``); the rest of
@@ -33,12 +33,12 @@ import cv2
 import numpy as np
 
 from osteopano.errors import ModelError, OsteopanoError
-from osteopano.fileio import atomic_path
+from osteopano.io.files import atomic_path
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from osteopano.imageio import Radiograph
+    from osteopano.io.images import Radiograph
 
 PROBE_SIZE = 224  # input side used to find the target layer (a typical CNN ends 7x7 there)
 
@@ -162,7 +162,7 @@ def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
     if affines is None:
         full = cv2.resize(np.asarray(maps[0], np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     else:
-        from osteopano.roi import crop_to_image
+        from osteopano.prepare.roi import crop_to_image
 
         full = np.max([crop_to_image(m, a, (h, w)) for m, a in zip(maps, affines)], axis=0)
     return np.clip(full, 0.0, 1.0).astype(np.float32)

@@ -4,7 +4,7 @@ Both give the same interface (``Engine``): ``predict``, ``predict_batch``, ``ite
 ``model_id``, ``threshold``. ``OnnxEngine`` needs only the core dependencies (numpy, OpenCV,
 onnxruntime): it never imports torch, timm or scikit-learn, and takes its preprocessing recipe,
 classes, threshold and model card from the ONNX file's metadata. ``TorchEngine`` wraps
-``osteopano.training.load_run`` and can also make Grad-CAM heatmaps (``osteopano.explain``);
+``osteopano.train.loop.load_run`` and can also make Grad-CAM heatmaps (``osteopano.screen.explain``);
 the ONNX engine cannot (Grad-CAM needs the network's gradients).
 """
 
@@ -24,20 +24,20 @@ import numpy as np
 
 from osteopano import __version__
 from osteopano.errors import ModelError, OsteopanoError
-from osteopano.imageio import Radiograph, from_array, read_image
-from osteopano.preprocess import Preprocess
-from osteopano.roi import RoiSpec, encode_covariates, measure_roi
-from osteopano.screening import ScreeningResult
+from osteopano.io.images import Radiograph, from_array, read_image
+from osteopano.prepare.intensity import Preprocess
+from osteopano.prepare.roi import RoiSpec, encode_covariates, measure_roi
+from osteopano.screen.batch import ScreeningResult
 
 if TYPE_CHECKING:
-    from osteopano.training import RunModel
+    from osteopano.train.loop import RunModel
 
 ImageLike = str | Path | np.ndarray | Radiograph
 Covariates = Mapping[str, Any] | None
 WHOLE_INPUT = {"mode": "whole", "covariates": [], "covariate_stats": {}}
 ENGINES = ("auto", "torch", "onnx")
 ONNX_NAME = "model.onnx"  # default export location inside a run folder
-META_PREFIX = "osteopano."  # ONNX metadata_props keys: osteopano.preprocess, osteopano.card, ...
+META_PREFIX = "osteopano."  # ONNX metadata_props keys: osteopano.prepare.intensity, osteopano.card, ...
 INTENDED_USE = ("Screening aid: flags panoramic radiographs whose appearance suggests low bone mineral "
                 "density, for referral to DXA. Not a diagnosis.")
 
@@ -56,7 +56,7 @@ class Engine:
     """Common prediction logic; subclasses supply ``probabilities`` (and, for torch, ``heatmap``).
 
     ``input_spec`` (``RunConfig.input_spec``): 'whole' models take the squashed image; 'roi' models
-    measure the cortex and take both ROI crops (``osteopano.roi``; needs the pixel spacing: the
+    measure the cortex and take both ROI crops (``osteopano.prepare.roi``; needs the pixel spacing: the
     ``pixel_spacing_mm`` argument, else the file's). Models with ``covariates`` need them per call
     (``covariates={'age': 67, 'sex': 'F'}``); a missing one is an error for that image, never imputed.
     """
@@ -201,7 +201,7 @@ class TorchEngine(Engine):
 
     @classmethod
     def load(cls, run_dir: str | Path) -> TorchEngine:
-        from osteopano.training import load_run
+        from osteopano.train.loop import load_run
 
         return cls(load_run(run_dir))
 
@@ -215,7 +215,7 @@ class TorchEngine(Engine):
 
     def _heatmap(self, image: Radiograph, prepared: ModelInput) -> np.ndarray:
         try:
-            from osteopano.explain import gradcam
+            from osteopano.screen.explain import gradcam
         except ImportError as exc:
             raise ModelError(f"Grad-CAM heatmaps are unavailable ({exc})") from None
         with self._gradcam_lock:

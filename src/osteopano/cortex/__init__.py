@@ -1,0 +1,1 @@
+"""Classical mandibular cortical width measurement (no trained model needed)."""

@@ -1,0 +1,1 @@
+"""Data sets: discovery, labels and patient-grouped splits."""

@@ -1,0 +1,1 @@
+"""Files in and out: decoding radiographs, atomic writes, walking folders, result rows."""

@@ -1,0 +1,1 @@
+"""Screening metrics with confidence intervals, and their plots."""

@@ -1,0 +1,1 @@
+"""Networks, presets, run folders, model cards and ONNX export."""

@@ -1,0 +1,1 @@
+"""The synthetic panoramic phantom with known ground truth (SYNTHETIC, not clinical data)."""

@@ -1,0 +1,1 @@
+"""Presentation: display window, texts, HTML/PDF reports."""

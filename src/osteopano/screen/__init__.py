@@ -1,0 +1,1 @@
+"""Screening: engines, the screener, Grad-CAM, results."""
