@@ -41,6 +41,7 @@ demo: install
 	@echo "Demo finished: outputs in $(DEMO)/ -- all figures above are on SYNTHETIC phantom data, not clinical evidence."
 
 test: install browser
+	$(BIN)/lint-imports
 	$(PY) -m pytest -q
 
 clean:
