@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,3 +82,33 @@ def dataset_to_radiograph(ds: Any, name: str = "dataset") -> Any:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return read_image_bytes(buf.getvalue(), name)
+
+
+def describe(outcome: Any) -> str:
+    """A log line's result part: widths per side, quality, model score (no patient data)."""
+    m = outcome.measurement
+    parts = []
+    for s in m.sides():
+        if s.mcw_mm is not None:
+            parts.append(f"{s.side} {s.mcw_mm:.2f} mm")
+        elif s.mcw_px is not None and s.located:
+            parts.append(f"{s.side} {s.mcw_px:.1f} px")
+    text = "MCW " + (", ".join(parts) if parts else "not found") + f", quality {m.quality}"
+    if outcome.model_score is not None:
+        text += f", model score {outcome.model_score:.3f}"
+    return text
+
+
+def save_outputs(ds: Any, outcome: ScreenOutcome, out_dir: Path | None, fhir_dir: Path | None) -> None:
+    """Write the SR and SC into ``out_dir`` and the FHIR bundle into ``fhir_dir`` (either may be None)."""
+    from osteopano.render.dicom_out import write_sc, write_sr
+    from osteopano.render.fhir import write_fhir
+
+    name = str(ds.SOPInstanceUID)
+    if out_dir is not None:
+        write_sr(ds, outcome.measurement, out_dir, model_score=outcome.model_score,
+                 model_threshold=outcome.threshold, model_id=outcome.model_id)
+        write_sc(ds, outcome.overlay_rgb, out_dir)
+    if fhir_dir is not None:
+        write_fhir(outcome.measurement, fhir_dir, name=name, source=ds, model_score=outcome.model_score,
+                   model_threshold=outcome.threshold, model_id=outcome.model_id)

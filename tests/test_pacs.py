@@ -1,0 +1,245 @@
+"""PACS in and out against a real Orthanc (tests/orthanc.py), on SYNTHETIC phantom DICOMs.
+
+DICOMweb: phantoms are uploaded by STOW-RS, ``osteopano pacs pull`` screens them and the SR and
+Secondary Capture must arrive in each source's study, referencing the source instance, once.
+DIMSE: ``osteopano pacs listen`` runs as its own process; a phantom C-STOREd to it must come out
+in Orthanc as SR + SC. Everything listens on 127.0.0.1 and is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+from orthanc import Orthanc, free_port
+from screen_support import run_cli
+
+from osteopano.pacs import dicomweb
+
+LISTENER_AE = "OSTEOPANO"
+SRC = Path(__file__).resolve().parents[1] / "src"
+STUDY_DATES = ["20240101", "20260115", "20260301", "20260302"]  # the last is for the listener test
+WAIT_S = 60
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory) -> list[pydicom.Dataset]:
+    from osteopano.phantom.generate import generate
+
+    out = tmp_path_factory.mktemp("pacs-phantoms")
+    generate(out, len(STUDY_DATES), 3, fmt="dicom", width=1000, progress=False, workers=1)
+    datasets = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
+    for ds, date in zip(datasets, STUDY_DATES):
+        ds.StudyDate = date
+        ds.PatientName = "Doe^Jane"  # must never appear in a log line
+    return datasets
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory):
+    server = Orthanc(tmp_path_factory.mktemp("orthanc"), modalities={LISTENER_AE: free_port()})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def uploaded(orthanc, phantoms) -> list[pydicom.Dataset]:
+    client = dicomweb.connect(orthanc.dicomweb)
+    sources = phantoms[:3]
+    client.store_instances(sources)
+    assert len(orthanc.get("/instances")) == 3
+    return sources
+
+
+def _in_study(orthanc: Orthanc, study_uid: str) -> list[dict]:
+    return [t for t in orthanc.instances() if t["StudyInstanceUID"] == study_uid]
+
+
+def _check_results(orthanc: Orthanc, source: pydicom.Dataset) -> None:
+    """Exactly one SR and one SC in the source's study, each referencing the source instance."""
+    client = dicomweb.connect(orthanc.dicomweb)
+    study = _in_study(orthanc, source.StudyInstanceUID)
+    by_modality = {m: [t for t in study if t["Modality"] == m] for m in ("SR", "OT")}
+    assert len(by_modality["SR"]) == 1 and len(by_modality["OT"]) == 1, [t["Modality"] for t in study]
+    sr_tags, sc_tags = by_modality["SR"][0], by_modality["OT"][0]
+    assert sr_tags["SeriesInstanceUID"] != source.SeriesInstanceUID != sc_tags["SeriesInstanceUID"]
+    sr = client.retrieve_instance(source.StudyInstanceUID, sr_tags["SeriesInstanceUID"], sr_tags["SOPInstanceUID"])
+    evidence = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
+    assert evidence.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    refs = set()
+
+    def walk(items):
+        for item in items:
+            for ref in item.get("ReferencedSOPSequence", []):
+                refs.add(ref.ReferencedSOPInstanceUID)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert refs == {source.SOPInstanceUID}  # the SCOORD sites are on the source image
+    sc = client.retrieve_instance(source.StudyInstanceUID, sc_tags["SeriesInstanceUID"], sc_tags["SOPInstanceUID"])
+    assert sc.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+    assert sc.pixel_array.shape == (source.Rows, source.Columns, 3)
+
+
+def test_pull_screens_stores_back_and_continues(orthanc, uploaded, tmp_path, monkeypatch, capsys):
+    state = tmp_path / "state.json"
+    args = ["pacs", "pull", orthanc.dicomweb, "--since", "2026-01-01", "--state", str(state)]
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--limit", "1")
+    assert code == 0, err
+    assert "2 matching instances: 1 screened and stored" in out and "1 left for the next run" in out
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--fhir-out", str(tmp_path / "fhir"))
+    assert code == 0, err
+    assert "1 screened and stored" in out and "1 done before" in out
+    assert len(list((tmp_path / "fhir").glob("*_fhir.json"))) == 1
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert "0 screened and stored" in out and "2 done before" in out
+
+    for source in uploaded[1:]:
+        _check_results(orthanc, source)
+    old = _in_study(orthanc, uploaded[0].StudyInstanceUID)  # 2024: before --since
+    assert [t["Modality"] for t in old] == ["PX"]
+    assert "Doe" not in out + err
+
+    # A lost state file does not make duplicates: the server already has the outputs.
+    state.unlink()
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert "0 screened and stored" in out and "2 with results already on the server" in out
+    assert err.count("(2 already on the server)") == 2
+    for source in uploaded[1:]:
+        _check_results(orthanc, source)
+
+    # Our own SR/SC are never screened (modality 'any' sees them): recorded as skipped.
+    code, out, err = run_cli(monkeypatch, capsys, "pacs", "pull", orthanc.dicomweb, "--modality", "any",
+                             "--state", str(tmp_path / "any.json"))
+    assert code == 0, err
+    assert "7 matching instances: 1 screened and stored, 4 skipped" in out  # 3 PX + 2 SR + 2 SC
+    assert "2 with results already on the server" in out
+    _check_results(orthanc, uploaded[0])
+
+
+def test_pull_bad_server_or_state_is_one_line(orthanc, tmp_path, monkeypatch, capsys):
+    dead = f"http://127.0.0.1:{free_port()}/dicom-web"
+    code, out, err = run_cli(monkeypatch, capsys, "pacs", "pull", dead, "--state", str(tmp_path / "s.json"))
+    assert code == 2 and err.startswith("error: ") and "cannot reach the server" in err
+    assert len(err.strip().splitlines()) == 1
+    (tmp_path / "other.json").write_text('{"format": "osteopano-pacs-pull/1", "url": "http://x", "instances": {}}')
+    code, out, err = run_cli(monkeypatch, capsys, "pacs", "pull", orthanc.dicomweb, "--state",
+                             str(tmp_path / "other.json"))
+    assert code == 2 and "state of a pull from http://x" in err
+    code, out, err = run_cli(monkeypatch, capsys, "pacs", "pull", orthanc.dicomweb, "--since", "2026-13-40",
+                             "--state", str(tmp_path / "s2.json"))
+    assert code == 2 and "not a valid date" in err
+
+
+def _echo(port: int) -> bool:
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", port, ae_title=LISTENER_AE)
+    if not assoc.is_established:
+        return False
+    status = assoc.send_c_echo()
+    assoc.release()
+    return bool(status) and status.Status == 0
+
+
+def _c_store(port: int, datasets: list[pydicom.Dataset]) -> list[int]:
+    from pydicom.uid import ExplicitVRLittleEndian
+    from pynetdicom import AE
+
+    ae = AE(ae_title="TESTSCU")
+    for sop_class in {str(d.SOPClassUID) for d in datasets}:
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title=LISTENER_AE)
+    assert assoc.is_established
+    try:
+        return [int(assoc.send_c_store(d).Status) for d in datasets]
+    finally:
+        assoc.release()
+
+
+def test_listen_screens_and_forwards_to_orthanc(orthanc, phantoms, tmp_path):
+    source = phantoms[3]
+    other = pydicom.dcmread(pydicom.filebase.DicomBytesIO(_to_bytes(source)))
+    other.Modality = "CT"
+    other.SOPInstanceUID = pydicom.uid.generate_uid()
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "osteopano", "pacs", "listen", "--port", str(port), "--ae-title", LISTENER_AE,
+           "--bind", "127.0.0.1", "--forward", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"]
+    log_path = tmp_path / "listen.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline = time.monotonic() + WAIT_S
+            while not _echo(port):
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, "listener did not start"
+                time.sleep(0.3)
+            assert _c_store(port, [source, other]) == [0, 0]
+            while True:
+                study = _in_study(orthanc, source.StudyInstanceUID)
+                if {"SR", "OT"} <= {t["Modality"] for t in study}:
+                    break
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, f"no SR + SC in Orthanc:\n{log_path.read_text()}"
+                time.sleep(0.3)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    _check_results(orthanc, source)
+    text = log_path.read_text()
+    assert proc.returncode == 0, text
+    assert f"received {source.SOPInstanceUID} (PX) from TESTSCU@127.0.0.1" in text
+    assert f"skipped {other.SOPInstanceUID}: modality CT, not PX" in text
+    assert f"screened {source.SOPInstanceUID}: MCW " in text
+    assert f"to {orthanc.aet}@127.0.0.1:{orthanc.dicom_port}" in text
+    assert "Doe" not in text and "Jane" not in text
+
+
+def _to_bytes(ds: pydicom.Dataset) -> bytes:
+    buf = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def test_listener_queue_is_bounded(phantoms, tmp_path):
+    """With the worker busy, a full queue answers 0xA700 (out of resources) instead of growing."""
+    from osteopano.pacs.listener import STATUS_OUT_OF_RESOURCES, Listener
+    from osteopano.pacs.screening import screen_dataset
+
+    release = threading.Event()
+
+    def slow_screen(ds):
+        release.wait(WAIT_S)
+        return screen_dataset(ds)
+
+    port = free_port()
+    listener = Listener(port=port, ae_title=LISTENER_AE, screen=slow_screen, out_dir=tmp_path / "out",
+                        queue_size=1)
+    listener.start()
+    try:
+        first = _c_store(port, [phantoms[0]])
+        deadline = time.monotonic() + WAIT_S
+        while listener.queue.qsize() and time.monotonic() < deadline:  # the worker took it and waits
+            time.sleep(0.05)
+        statuses = first + _c_store(port, [phantoms[1], phantoms[2]])
+        assert statuses == [0, 0, STATUS_OUT_OF_RESOURCES]
+        release.set()
+        assert listener.wait_idle(WAIT_S)
+    finally:
+        release.set()
+        listener.stop()
+    assert listener.counts["received"] == 2 and listener.counts["refused"] == 1
+    assert len(list((tmp_path / "out").glob("*_sr.dcm"))) == 2 and len(list((tmp_path / "out").glob("*_sc.dcm"))) == 2
