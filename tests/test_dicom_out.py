@@ -17,7 +17,7 @@ import pytest
 
 import osteopano
 from osteopano.errors import OsteopanoError
-from osteopano.pacs.screening import ScreenOutcome, screen_dataset, skip_reason
+from osteopano.pacs.screening import ScreenOutcome, dataset_to_radiograph, screen_dataset, skip_reason
 from osteopano.render import dicom_out, fhir
 
 
@@ -216,3 +216,28 @@ def test_fhir_bundle(screened, tmp_path):
     Bundle.model_validate(plain)
     assert "subject" not in plain["entry"][0]["resource"]
     assert "model-score" not in json.dumps(plain)
+
+
+@pytest.mark.slow
+def test_model_score_from_a_real_engine(screened, run):
+    """The tiny trained run (SYNTHETIC, one epoch): its score and threshold land in the SR and FHIR."""
+    from osteopano.screen.engines import load
+
+    source, _ = screened
+    engine = load(run, engine="torch")
+    outcome = screen_dataset(source, engine=engine)
+    expected = engine.predict(dataset_to_radiograph(source))
+    assert outcome.model_score == pytest.approx(expected.probability)
+    assert outcome.threshold == pytest.approx(engine.threshold) and outcome.model_id == engine.model_id
+    sr, _ = outcome.outputs(source)
+    values = {}
+
+    def walk(items):
+        for item in items:
+            if item.ValueType == "NUM":
+                values[item.ConceptNameCodeSequence[0].CodeValue] = float(item.MeasuredValueSequence[0].NumericValue)
+            walk(item.get("ContentSequence", []))
+
+    walk(sr.ContentSequence)
+    assert values["model-score"] == pytest.approx(expected.probability, abs=1e-4)
+    assert values["model-threshold"] == pytest.approx(engine.threshold, abs=1e-4)
