@@ -241,3 +241,32 @@ def test_model_score_from_a_real_engine(screened, run):
     walk(sr.ContentSequence)
     assert values["model-score"] == pytest.approx(expected.probability, abs=1e-4)
     assert values["model-threshold"] == pytest.approx(engine.threshold, abs=1e-4)
+
+
+def test_failed_measurement_still_makes_valid_objects(tmp_path):
+    """An image with no mandible (noise): quality 'failed', no decision; still valid DICOM.
+
+    (Widths found on a failed image are kept for inspection, so side groups may be present.)"""
+    from osteopano.io.images import write_dicom
+
+    rng = np.random.default_rng(5)
+    write_dicom(tmp_path / "noise.dcm", rng.integers(0, 65535, size=(300, 600), dtype=np.uint16), 0.25,
+                patient_id="N1", uid_seed="noise")
+    source = pydicom.dcmread(tmp_path / "noise.dcm")
+    outcome = screen_dataset(source)
+    assert outcome.measurement.quality == "failed" and outcome.measurement.decision is None
+    sr, sc = outcome.outputs(source)
+    import highdicom as hd
+
+    path = dicom_out._save(sr, tmp_path / "noise_sr.dcm")
+    parsed = hd.sr.srread(path)
+    located = [s for s in outcome.measurement.sides() if s.located]
+    assert len(parsed.content.get_planar_roi_measurement_groups()) == len(located)
+    [overall] = parsed.content.get_image_measurement_groups()
+    [quality] = overall.get_qualitative_evaluations(name=pydicom.sr.codedict.codes.DCM.ImageQuality)
+    assert quality.value.value == "quality-failed"
+    assert not overall.get_qualitative_evaluations(name=dicom_out._code("mcw-low", "x"))  # no decision
+    for p in (path, dicom_out._save(sc, tmp_path / "noise_sc.dcm")):
+        assert [ln for ln in _dciodvfy(p).splitlines() if ln.startswith("Error")] == []
+    bundle = fhir.build_fhir(outcome.measurement, source=source)
+    assert "could not be measured" in bundle["entry"][0]["resource"]["conclusion"]

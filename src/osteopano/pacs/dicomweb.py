@@ -137,20 +137,23 @@ def pull(url: str, *, state_path: Path, modality: str | None = "PX", since: str 
             summary.left, todo = max(0, len(todo) - limit), todo[:limit]
         for k, (study, series, sop) in enumerate(todo, 1):
             tag = f"[{k}/{len(todo)}] {sop}"
-            ds = client.retrieve_instance(study, series, sop)
-            reason = skip_reason(ds, modality)
-            if reason:
-                state.record(sop, "skipped", reason=reason)
-                summary.skipped += 1
-                _say(summary, f"{tag}: skipped ({reason})")
-                continue
             try:
+                ds = client.retrieve_instance(study, series, sop)
+                reason = skip_reason(ds, modality)
+                if reason:
+                    state.record(sop, "skipped", reason=reason)
+                    summary.skipped += 1
+                    _say(summary, f"{tag}: skipped ({reason})")
+                    continue
                 outcome = screen(ds)
                 outputs = outcome.outputs(ds)
-            except OsteopanoError as exc:
-                state.record(sop, "error", reason=str(exc))
+            except requests.exceptions.RequestException:
+                raise
+            except Exception as exc:  # this image only: unreadable, odd attributes; the pull goes on
+                reason = str(exc) if isinstance(exc, OsteopanoError) else _unexpected(exc)
+                state.record(sop, "error", reason=reason)
                 summary.errors += 1
-                _say(summary, f"{tag}: not screened ({exc})")
+                _say(summary, f"{tag}: not screened ({reason})")
                 continue
             uids = [str(o.SOPInstanceUID) for o in outputs]
             state.record(sop, "sending", outputs=uids)
@@ -201,6 +204,11 @@ def _store(client: Any, datasets: list[Any], study: str) -> None:
         reasons = sorted({f"0x{int(item.get('FailureReason', 0)):04X}" for item in failed})
         raise OsteopanoError(f"server refused {len(failed)} of {len(datasets)} objects "
                              f"(failure reason {', '.join(reasons)})")
+
+
+def _unexpected(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")
 
 
 def _say(summary: PullSummary, line: str) -> None:

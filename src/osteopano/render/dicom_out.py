@@ -129,7 +129,8 @@ def build_sc(source: Any, overlay_rgb: np.ndarray) -> Any:
         instance_number=int(source.get("InstanceNumber") or 1),
         manufacturer=MANUFACTURER,
         pixel_spacing=tuple(float(v) for v in spacing) if spacing and same_grid else None,
-        patient_orientation=tuple(source.PatientOrientation) if "PatientOrientation" in source else ("R", "F"),
+        # A panoramic is viewed facing the patient: columns run to the patient's left, rows to the feet.
+        patient_orientation=tuple(source.PatientOrientation) if source.get("PatientOrientation") else ("L", "F"),
         transfer_syntax_uid="1.2.840.10008.1.2.1",  # explicit VR little endian
     )
     ref = Dataset()
