@@ -243,3 +243,30 @@ def test_listener_queue_is_bounded(phantoms, tmp_path):
         listener.stop()
     assert listener.counts["received"] == 2 and listener.counts["refused"] == 1
     assert len(list((tmp_path / "out").glob("*_sr.dcm"))) == 2 and len(list((tmp_path / "out").glob("*_sc.dcm"))) == 2
+
+
+@pytest.mark.slow
+def test_pull_with_a_model_adds_its_score(run, phantoms, tmp_path, monkeypatch, capsys):
+    """``--model RUN`` (the tiny SYNTHETIC run): the stored SR carries the model's score and threshold."""
+    server = Orthanc(tmp_path / "orthanc")
+    try:
+        client = dicomweb.connect(server.dicomweb)
+        client.store_instances([phantoms[0]])
+        code, out, err = run_cli(monkeypatch, capsys, "pacs", "pull", server.dicomweb, "--model", str(run),
+                                 "--state", str(tmp_path / "s.json"))
+        assert code == 0, err
+        assert "1 screened and stored" in out and "model score " in err
+        [sr_tags] = [t for t in server.instances() if t["Modality"] == "SR"]
+        sr = client.retrieve_instance(sr_tags["StudyInstanceUID"], sr_tags["SeriesInstanceUID"],
+                                      sr_tags["SOPInstanceUID"])
+        names = set()
+
+        def walk(items):
+            for item in items:
+                names.add(item.ConceptNameCodeSequence[0].CodeValue)
+                walk(item.get("ContentSequence", []))
+
+        walk(sr.ContentSequence)
+        assert {"model-score", "model-threshold", "model-positive"} <= names
+    finally:
+        server.stop()
