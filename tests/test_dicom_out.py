@@ -221,14 +221,14 @@ def test_fhir_bundle(screened, tmp_path):
 @pytest.mark.slow
 def test_model_score_from_a_real_engine(screened, run):
     """The tiny trained run (SYNTHETIC, one epoch): its score and threshold land in the SR and FHIR."""
-    from osteopano.screen.engines import load
+    from osteopano.screen.screener import load
 
     source, _ = screened
-    engine = load(run, engine="torch")
-    outcome = screen_dataset(source, engine=engine)
-    expected = engine.predict(dataset_to_radiograph(source))
+    screener = load(run, engine="torch", measure=True)
+    outcome = screen_dataset(source, screener)
+    expected = screener.predict(dataset_to_radiograph(source))
     assert outcome.model_score == pytest.approx(expected.probability)
-    assert outcome.threshold == pytest.approx(engine.threshold) and outcome.model_id == engine.model_id
+    assert outcome.threshold == pytest.approx(screener.threshold) and outcome.model_id == screener.model_id
     sr, _ = outcome.outputs(source)
     values = {}
 
@@ -240,7 +240,7 @@ def test_model_score_from_a_real_engine(screened, run):
 
     walk(sr.ContentSequence)
     assert values["model-score"] == pytest.approx(expected.probability, abs=1e-4)
-    assert values["model-threshold"] == pytest.approx(engine.threshold, abs=1e-4)
+    assert values["model-threshold"] == pytest.approx(screener.threshold, abs=1e-4)
 
 
 def test_failed_measurement_still_makes_valid_objects(tmp_path):

@@ -24,14 +24,10 @@ PASSWORD_ENV = "OSTEOPANO_PACS_PASSWORD"
 def _screener(model: Path | None, engine: str, threshold_mm: float):
     """``screen(ds) -> ScreenOutcome`` with the model loaded once (None: measurement only)."""
     from osteopano.pacs.screening import screen_dataset
+    from osteopano.screen.screener import load
 
-    loaded: Any = None
-    if model is not None:
-        from osteopano.screen.engines import load
-
-        loaded = load(model, engine=engine)
-    return lambda ds: screen_dataset(ds, engine=loaded, threshold_mm=threshold_mm,
-                                     name=str(ds.get("SOPInstanceUID", "dataset")))
+    screener = load(model, engine=engine, measure=True, threshold_mm=threshold_mm)
+    return lambda ds: screen_dataset(ds, screener, name=str(ds.get("SOPInstanceUID", "dataset")))
 
 
 def _logging(verbose: bool) -> None:

@@ -1,9 +1,10 @@
 """Screen one DICOM dataset and make its SR and Secondary Capture: what ``pacs pull`` and
 ``pacs listen`` do per image.
 
-``screen_dataset(ds, engine=None)`` decodes the dataset with ``osteopano.io.images`` (the same
-decoding as every other input), measures the cortical width, draws the overlay and, when a model
-engine is given (``osteopano.screen.engines.load``), adds its score and threshold.
+``screen_dataset(ds, screener=None)`` decodes the dataset with ``osteopano.io.images`` (the same
+decoding as every other input) and screens it with the project's ``Screener`` (the radiograph gate,
+the spacing rule, the cortex measurement and, when the screener has a model, its score and
+threshold), then draws the overlay.
 ``skip_reason(ds, modality)`` says why a dataset is not screened (wrong modality, an SR or SC,
 osteopano's own output), None when it is.
 """
@@ -53,19 +54,31 @@ def skip_reason(ds: Any, modality: str | None = "PX") -> str | None:
     return None
 
 
-def screen_dataset(ds: Any, *, engine: Any = None, threshold_mm: float = 3.0,
+def screen_dataset(ds: Any, screener: Any = None, *, threshold_mm: float = 3.0,
                    name: str = "dataset") -> ScreenOutcome:
-    """Measure (and score with ``engine`` when given) one DICOM dataset; OsteopanoError on bad input."""
+    """Screen one DICOM dataset through the project's ``Screener``; OsteopanoError when it cannot be.
+
+    ``screener``: an ``osteopano.screen.screener.Screener`` that measures (``load(MODEL, measure=True)``);
+    None: a measurement-only one with ``threshold_mm``. An image the radiograph gate refuses, or that
+    cannot be read, raises OsteopanoError with the reason.
+    """
     import cv2
 
     from osteopano.cortex import measure as cortex
+    from osteopano.errors import OsteopanoError
+    from osteopano.screen.screener import load
 
+    screener = screener if screener is not None else load(None, threshold_mm=threshold_mm)
+    if not screener.measures:
+        raise OsteopanoError("the screener must measure the cortex (load(..., measure=True))")
     image = dataset_to_radiograph(ds, name)
-    m = cortex.measure(image, threshold_mm=threshold_mm)
+    result = screener.predict(image)
+    m = result.measurement
+    if m is None:
+        raise OsteopanoError(result.error or f"{name}: the cortex could not be measured")
     overlay = cv2.cvtColor(cortex.draw_overlay(image, m), cv2.COLOR_BGR2RGB)  # draw_overlay is BGR (OpenCV)
-    if engine is None:
+    if result.probability is None:
         return ScreenOutcome(m, overlay)
-    result = engine.predict(image)
     return ScreenOutcome(m, overlay, result.probability, result.threshold, result.model_id)
 
 
