@@ -270,3 +270,57 @@ def test_pull_with_a_model_adds_its_score(run, phantoms, tmp_path, monkeypatch, 
         assert {"model-score", "model-threshold", "model-positive"} <= names
     finally:
         server.stop()
+
+
+def test_listener_refuses_a_wrong_called_ae_title(phantoms, tmp_path):
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification
+
+    from osteopano.pacs.listener import Listener
+    from osteopano.pacs.screening import screen_dataset
+
+    port = free_port()
+    listener = Listener(port=port, ae_title=LISTENER_AE, screen=screen_dataset, out_dir=tmp_path)
+    listener.start()
+    try:
+        ae = AE(ae_title="TESTSCU")
+        ae.add_requested_context(Verification)
+        assoc = ae.associate("127.0.0.1", port, ae_title="SOMEONEELSE")
+        assert assoc.is_rejected
+        assert _echo(port)  # the right AE title is served
+    finally:
+        listener.stop()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("ORTHANC@127.0.0.1:4242", ("ORTHANC", "127.0.0.1", 4242)),
+    ("PACS MAIN@pacs.local:104", ("PACS MAIN", "pacs.local", 104)),
+    ("A@[::1]:11112", ("A", "::1", 11112)),
+])
+def test_parse_destination(text, expected):
+    from osteopano.pacs.listener import parse_destination
+
+    d = parse_destination(text)
+    assert (d.ae_title, d.host, d.port) == expected and str(d).startswith(expected[0] + "@")
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("ORTHANC@host", "expected AE@HOST:PORT"), ("127.0.0.1:4242", "expected AE@HOST:PORT"),
+    ("ORTHANC@host:0", "not 1-65535"), ("WAY_TOO_LONG_AE_TITLE@h:1", "1-16 printable"),
+])
+def test_parse_destination_errors(text, problem):
+    from osteopano.errors import OsteopanoError
+    from osteopano.pacs.listener import parse_destination
+
+    with pytest.raises(OsteopanoError, match=problem):
+        parse_destination(text)
+
+
+def test_since_filter():
+    from osteopano.errors import OsteopanoError
+
+    assert dicomweb.since_filter("2026-01-31") == "20260131-" == dicomweb.since_filter("20260131")
+    assert dicomweb.since_filter(None) is None
+    for bad in ("2026-02-30", "yesterday", "2026-1-1"):
+        with pytest.raises(OsteopanoError):
+            dicomweb.since_filter(bad)

@@ -27,6 +27,7 @@ log = logging.getLogger("osteopano.pacs")
 
 STATUS_OK = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
+STATUS_CANNOT_UNDERSTAND = 0xC210
 FORWARD_ATTEMPTS = 3
 FORWARD_RETRY_S = 2.0
 _AE_RE = re.compile(r"^[\x20-\x5b\x5d-\x7e]{1,16}$")  # 16 printable characters, no backslash
@@ -90,6 +91,7 @@ class Listener:
 
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)
         ae = AE(ae_title=self.ae_title)
+        ae.require_called_aet = True  # a sender configured for another AE title is refused, not served
         ae.supported_contexts = AllStoragePresentationContexts
         ae.add_supported_context(Verification)
         handlers = [(evt.EVT_C_STORE, self._on_store), (evt.EVT_C_ECHO, lambda event: STATUS_OK)]
@@ -123,9 +125,14 @@ class Listener:
     # ------------------------------------------------------------------ receiving
 
     def _on_store(self, event: Any) -> int:
-        ds = event.dataset
-        ds.file_meta = event.file_meta
         sender = f"{event.assoc.requestor.ae_title}@{event.assoc.requestor.address}"
+        try:
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+        except Exception as exc:  # the sender's data cannot be decoded
+            self.counts["errors"] += 1
+            log.error(f"cannot decode a dataset from {sender}: {type(exc).__name__}")
+            return STATUS_CANNOT_UNDERSTAND
         uid = str(ds.get("SOPInstanceUID", "?"))
         try:
             self.queue.put_nowait((ds, sender))
