@@ -36,7 +36,7 @@ def phantoms(tmp_path_factory) -> list[pydicom.Dataset]:
     out = tmp_path_factory.mktemp("pacs-phantoms")
     generate(out, len(STUDY_DATES), 3, fmt="dicom", width=1000, progress=False, workers=1)
     datasets = [pydicom.dcmread(p) for p in sorted(out.glob("*.dcm"))]
-    for ds, date in zip(datasets, STUDY_DATES):
+    for ds, date in zip(datasets, STUDY_DATES, strict=True):
         ds.StudyDate = date
         ds.PatientName = "Doe^Jane"  # must never appear in a log line
     return datasets
