@@ -109,6 +109,19 @@ class Orthanc:
         with urllib.request.urlopen(self.url + path, timeout=10) as response:
             return json.loads(response.read())
 
+    def delete(self, path: str) -> None:
+        request = urllib.request.Request(self.url + path, method="DELETE")
+        with urllib.request.urlopen(request, timeout=10):
+            pass
+
+    def find_instance(self, sop_instance_uid: str) -> str:
+        """Orthanc's id of the instance with this SOP Instance UID."""
+        request = urllib.request.Request(
+            self.url + "/tools/lookup", data=sop_instance_uid.encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            [match] = [m for m in json.loads(response.read()) if m["Type"] == "Instance"]
+        return match["ID"]
+
     def instances(self) -> list[dict]:
         """Every stored instance's main DICOM tags (with its series' and study's)."""
         out = []

@@ -112,7 +112,18 @@ def test_pull_screens_stores_back_and_continues(orthanc, uploaded, tmp_path, mon
     code, out, err = run_cli(monkeypatch, capsys, *args)
     assert code == 0, err
     assert "0 screened and stored" in out and "2 with results already on the server" in out
-    assert err.count("(2 already on the server)") == 2
+    assert err.count(": SR + SC already on the server; MCW ") == 2
+    for source in uploaded[1:]:
+        _check_results(orthanc, source)
+
+    # A crash between the SR and the SC (here: the SC deleted, the state lost): only the SC is sent.
+    [sc] = [t for t in _in_study(orthanc, uploaded[1].StudyInstanceUID) if t["Modality"] == "OT"]
+    orthanc.delete(f"/instances/{orthanc.find_instance(sc['SOPInstanceUID'])}")
+    state.unlink()
+    code, out, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert err.count("stored 1 of 2 (the others were on the server)") == 1
+    assert "1 screened and stored" in out and "1 with results already on the server" in out
     for source in uploaded[1:]:
         _check_results(orthanc, source)
 

@@ -166,8 +166,10 @@ def pull(url: str, *, state_path: Path, modality: str | None = "PX", since: str 
             else:
                 summary.on_server += 1
             save_outputs(ds, outcome, out_dir, fhir_dir)
-            note = "" if len(missing) == len(outputs) else f" ({len(outputs) - len(missing)} already on the server)"
-            _say(summary, f"{tag}: stored SR + SC{note}; {describe(outcome)}")
+            done = ("stored SR + SC" if len(missing) == len(outputs) else
+                    "SR + SC already on the server" if not missing else
+                    f"stored {len(missing)} of {len(outputs)} (the others were on the server)")
+            _say(summary, f"{tag}: {done}; {describe(outcome)}")
     except requests.exceptions.RequestException as exc:
         raise OsteopanoError(f"{url}: {_http_reason(exc)} (progress kept in {state_path})") from exc
     return summary
