@@ -40,9 +40,12 @@ def dicomweb_plugin() -> Path | None:
 
 
 class Orthanc:
-    """A running Orthanc; ``url`` (REST), ``dicomweb`` (DICOMweb root), ``dicom_port``, ``aet``."""
+    """A running Orthanc; ``url`` (REST), ``dicomweb`` (DICOMweb root), ``dicom_port``, ``aet``.
 
-    def __init__(self, folder: Path, modalities: dict[str, int] | None = None):
+    ``modalities``: AE title -> port of the DICOM peers it knows (at 127.0.0.1; named by the AE title
+    in lower case); ``lua_scripts``: Lua files it runs (e.g. auto-routing)."""
+
+    def __init__(self, folder: Path, modalities: dict[str, int] | None = None, lua_scripts: list[Path] = ()):
         binary = shutil.which("Orthanc")
         plugin = dicomweb_plugin()
         if binary is None or plugin is None:
@@ -78,6 +81,7 @@ class Orthanc:
             "SaveJobs": False,
             "StableAge": 1,
             "Plugins": [str(plugin)],
+            "LuaScripts": [str(p) for p in lua_scripts],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "EnableWado": False,
                          "Host": f"127.0.0.1:{self.http_port}", "Ssl": False},
         }

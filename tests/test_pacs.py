@@ -185,30 +185,26 @@ def test_listen_screens_and_forwards_to_orthanc(orthanc, phantoms, tmp_path):
     other.Modality = "CT"
     other.SOPInstanceUID = pydicom.uid.generate_uid()
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "osteopano", "pacs", "listen", "--port", str(port), "--ae-title", LISTENER_AE,
-           "--bind", "127.0.0.1", "--forward", f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}"]
     log_path = tmp_path / "listen.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            deadline = time.monotonic() + WAIT_S
-            while not _echo(port):
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, "listener did not start"
-                time.sleep(0.3)
-            assert _c_store(port, [source, other]) == [0, 0]
-            while True:
-                study = _in_study(orthanc, source.StudyInstanceUID)
-                if {"SR", "OT"} <= {t["Modality"] for t in study}:
-                    break
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, f"no SR + SC in Orthanc:\n{log_path.read_text()}"
-                time.sleep(0.3)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=30)
+    proc = _listen(port, f"{orthanc.aet}@127.0.0.1:{orthanc.dicom_port}", log_path)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not _echo(port):
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "listener did not start"
+            time.sleep(0.3)
+        assert _c_store(port, [source, other]) == [0, 0]
+        while True:
+            study = _in_study(orthanc, source.StudyInstanceUID)
+            if {"SR", "OT"} <= {t["Modality"] for t in study}:
+                break
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no SR + SC in Orthanc:\n{log_path.read_text()}"
+            time.sleep(0.3)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
     _check_results(orthanc, source)
     text = log_path.read_text()
     assert proc.returncode == 0, text
@@ -335,3 +331,44 @@ def test_since_filter():
     for bad in ("2026-02-30", "yesterday", "2026-1-1"):
         with pytest.raises(OsteopanoError):
             dicomweb.since_filter(bad)
+
+
+def _listen(port: int, forward: str, log_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "osteopano", "pacs", "listen", "--port", str(port), "--ae-title", LISTENER_AE,
+           "--bind", "127.0.0.1", "--forward", forward]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def test_documented_orthanc_auto_routing(phantoms, tmp_path):
+    """docs/clinic.md's Lua script: Orthanc sends each new PX image to the listener, which sends the
+    SR + SC back to the same Orthanc; they must not be routed round again."""
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "clinic.md").read_text()
+    lua = tmp_path / "osteopano.lua"
+    lua.write_text(doc.split("```lua\n", 1)[1].split("```", 1)[0])
+    port = free_port()
+    server = Orthanc(tmp_path / "orthanc", modalities={LISTENER_AE: port}, lua_scripts=[lua])
+    log_path = tmp_path / "listen.log"
+    proc = _listen(port, f"{server.aet}@127.0.0.1:{server.dicom_port}", log_path)
+    source = phantoms[2]
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while not _echo(port):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.3)
+        dicomweb.connect(server.dicomweb).store_instances([source])
+        while {"SR", "OT"} - {t["Modality"] for t in server.instances()}:
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, f"no SR + SC routed back:\n{log_path.read_text()}"
+            time.sleep(0.3)
+        time.sleep(1.0)  # anything routed round again would show up now
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        server_instances = server.instances()
+        server.stop()
+    assert sorted(t["Modality"] for t in server_instances) == ["OT", "PX", "SR"]
+    text = log_path.read_text()
+    assert text.count(" INFO received ") == 1 and f"(PX) from {server.aet}@127.0.0.1" in text
