@@ -63,6 +63,7 @@ class Radiograph:
     source_format: str  # 'png' | 'jpeg' | 'bmp' | 'tiff' | 'dicom' | 'array'
     path: str | None = None
     patient_id: str | None = None  # DICOM PatientID only (never the patient's name)
+    chroma: float = 0.0  # how much the colour varied before conversion to grey (0 = grey; the gate)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -130,6 +131,7 @@ def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Rad
         bit_depth=bits,
         pixel_spacing_mm=_plausible_spacing(pixel_spacing_mm),
         source_format="array",
+        chroma=_chroma(grey),
     )
 
 
@@ -262,13 +264,14 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int) -> Radiograph:
             spacing = _pil_spacing(img)
             bits = _pil_bit_depth(img)
             img = ImageOps.exif_transpose(img)
-            pixels = _pil_to_unit(img)
+            pixels, chroma = _pil_to_unit(img)
     return Radiograph(
         pixels=pixels,
         bit_depth=bits,
         pixel_spacing_mm=spacing,
         source_format=fmt,
         path=str(name),
+        chroma=chroma,
     )
 
 
@@ -287,8 +290,8 @@ def _pil_bit_depth(img: Image.Image) -> int:
     return 8
 
 
-def _pil_to_unit(img: Image.Image) -> np.ndarray:
-    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range."""
+def _pil_to_unit(img: Image.Image) -> tuple[np.ndarray, float]:
+    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range, and their chroma."""
     mode = img.mode
     if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGBA" if "A" in mode or "transparency" in img.info else "RGB")
@@ -298,17 +301,26 @@ def _pil_to_unit(img: Image.Image) -> np.ndarray:
         mode = "L"
     arr = np.asarray(img)
     if mode.startswith("I;16"):
-        return (arr.astype(np.float32) / 65535.0).astype(np.float32)
+        return (arr.astype(np.float32) / 65535.0).astype(np.float32), 0.0
     if mode == "I":
         arr = arr.astype(np.float64)
         scale = 65535.0 if arr.max(initial=0) <= 65535 else float(2**32 - 1)
-        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32), 0.0
     if mode == "F":
-        return from_array(arr).pixels
+        return from_array(arr).pixels, 0.0
     grey = arr.astype(np.float32) / 255.0
     if grey.ndim == 3:
         grey = grey[..., :3]
-    return _to_grey(grey)
+    return _to_grey(grey), _chroma(grey)
+
+
+def _chroma(arr: np.ndarray) -> float:
+    """Colour variation of an (H, W, 3) [0, 1] array (``osteopano.prepare.gate.chroma_spread``); 0 for grey."""
+    if arr.ndim != 3:
+        return 0.0
+    from osteopano.prepare.gate import chroma_spread
+
+    return chroma_spread(arr)
 
 
 def _to_grey(arr: np.ndarray) -> np.ndarray:
@@ -381,8 +393,10 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool)
         arr = arr[0]  # multi-frame: the first frame
     if arr.ndim == 3:  # colour DICOM (pydicom converts YBR to RGB)
         bits = int(ds.get("BitsStored", 8))
+        rgb = arr.astype(np.float32) / float(2**bits - 1)
         return Radiograph(
-            pixels=_to_grey(arr.astype(np.float32) / float(2**bits - 1)),
+            pixels=_to_grey(rgb),
+            chroma=_chroma(rgb),
             bit_depth=bits,
             pixel_spacing_mm=_dicom_spacing(ds),
             source_format="dicom",
