@@ -11,8 +11,8 @@ docs/gate.md for the figures and the reasoning behind each threshold.
 2. ``aspect``: width / height within ``ASPECT_RANGE`` (a panoramic is about 2:1, 1.9-2.8:1 on the
    devices seen), or square within 3 %: data sets such as UFBA-UESC squash panoramics to 512 x 512,
    so a square image is taken as a squashed panoramic and judged, unsquashed, by the content checks.
-3. ``colour``: the colour varies across the image (chroma spread above ``MAX_CHROMA``): a photograph.
-   A uniform tint (sepia, a film photographed on a lightbox) counts as grey.
+3. ``colour``: the hue varies across the image (chromaticity spread above ``MAX_CHROMA``): a
+   photograph. A uniform tint (sepia, a film photographed on a lightbox) counts as grey.
 4. ``blank``: (almost) one grey level: all black, all white, a constant DICOM (RescaleSlope 0).
 5. ``contrast``: the 1st-99th percentile span below ``MIN_CONTRAST`` of the full scale.
 6. ``saturation``: more than ``MAX_WHITE`` of the pixels at the top of the scale or ``MAX_BLACK`` at
@@ -23,7 +23,7 @@ docs/gate.md for the figures and the reasoning behind each threshold.
 9. ``layout``: correlation with the mean layout of the synthetic phantom (``osteopano.phantom``:
    tooth rows in the middle, mandible and its inferior border below, rami at the sides, dark airway
    above the tongue) below ``MIN_LAYOUT``; strongly negative means an inverted image (bone dark),
-   a high correlation with the flipped layout an upside-down one.
+   a higher correlation with the layout turned over than with the layout an upside-down one.
 10. ``symmetry``: a panoramic is roughly mirror-symmetric about its vertical midline; photographs,
     textures and gradients are not.
 11. ``texture``: the finest detail (trabecular bone, tooth and cortex edges) relative to the contrast;
@@ -50,7 +50,7 @@ import numpy as np
 MIN_WIDTH, MIN_HEIGHT = 180, 90
 ASPECT_RANGE = (1.6, 3.2)
 SQUARE_TOLERANCE = 0.03
-MAX_CHROMA = 0.04
+MAX_CHROMA = 0.02
 MIN_BLANK_RANGE = 0.02
 MIN_CONTRAST = 0.2
 MAX_WHITE, MAX_BLACK = 0.25, 0.35
@@ -122,14 +122,17 @@ def _unpack(radiograph: Any) -> tuple[np.ndarray, int, float]:
 
 
 def chroma_spread(rgb: np.ndarray) -> float:
-    """How much the colour varies across an (H, W, 3) [0, 1] image: the standard deviation of the
-    opponent channels R-G and (R+G)/2-B (Hasler & Suesstrunk's colourfulness without its mean
-    term, so a uniform tint scores 0). Grey images score 0; JPEG chroma noise about 0.005."""
+    """How much the hue varies across an (H, W, 3) [0, 1] image: the standard deviation of the
+    chromaticities r = R/(R+G+B) and g = G/(R+G+B) over pixels that are not dark. A grey image
+    and a uniformly tinted one (sepia, a film photographed on a lightbox) score about 0."""
     step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))
-    s = np.asarray(rgb[::step, ::step, :3], np.float32)
-    rg = s[..., 0] - s[..., 1]
-    yb = 0.5 * (s[..., 0] + s[..., 1]) - s[..., 2]
-    return float(math.hypot(float(rg.std()), float(yb.std())))
+    s = np.asarray(rgb[::step, ::step, :3], np.float32).reshape(-1, 3)
+    total = s.sum(axis=1)
+    s, total = s[total > 0.3], total[total > 0.3]
+    if len(total) < 16:
+        return 0.0
+    r, g = s[:, 0] / total, s[:, 1] / total
+    return float(math.hypot(float(r.std()), float(g.std())))
 
 
 # ----------------------------------------------------------------------------- checks
@@ -162,7 +165,8 @@ def _run_checks(pixels: np.ndarray, bits: int, chroma: float, checks: dict[str, 
     lo, p1, p50, p99, hi = (float(v) / full for v in np.percentile(sample, [0.5, 1, 50, 99, 99.5]))
     checks["p1"], checks["median"], checks["p99"] = round(p1, 3), round(p50, 3), round(p99, 3)
     if hi - lo < MIN_BLANK_RANGE:
-        kind = "all black" if p50 < 0.1 else "all white" if p50 > 0.9 else "one uniform grey"
+        level = float(np.median(sample))
+        kind = "all black" if level < 0.1 else "all white" if level > 0.9 else "one uniform grey"
         raise _Refused("blank", f"the image is blank ({kind})")
     checks["contrast"] = round(p99 - p1, 3)
     if p99 - p1 < MIN_CONTRAST:
@@ -193,11 +197,11 @@ def _run_checks(pixels: np.ndarray, bits: int, chroma: float, checks: dict[str, 
     layout = _corr(canon, template)
     upside_down = _corr(canon, template[::-1])
     checks["layout"], checks["layout_upside_down"] = round(layout, 3), round(upside_down, 3)
+    if upside_down >= MIN_LAYOUT and upside_down > layout:
+        raise _Refused("layout", "looks upside down (it matches the panoramic layout turned over)")
     if layout < MIN_LAYOUT:
         if layout <= INVERTED_LAYOUT:
             raise _Refused("layout", "looks inverted (bone dark, air bright); save it with bone white")
-        if upside_down >= MIN_LAYOUT and upside_down > layout + 0.1:
-            raise _Refused("layout", "looks upside down")
         raise _Refused("layout", f"the layout of a panoramic is not found (teeth in the middle, "
                        f"mandible below, rami at the sides: score {layout:.2f}, needed {MIN_LAYOUT})")
     symmetry = _corr(canon, canon[:, ::-1])
