@@ -199,13 +199,13 @@ def _run_checks(pixels: np.ndarray, bits: int, chroma: float, checks: dict[str, 
     checks["layout"], checks["layout_upside_down"] = round(layout, 3), round(upside_down, 3)
     if upside_down >= MIN_LAYOUT and upside_down > layout:
         raise _Refused("layout", "looks upside down (it matches the panoramic layout turned over)")
+    symmetry = _corr(canon, canon[:, ::-1])
+    checks["symmetry"] = round(symmetry, 3)
     if layout < MIN_LAYOUT:
-        if layout <= INVERTED_LAYOUT:
+        if layout <= INVERTED_LAYOUT and symmetry >= MIN_SYMMETRY:
             raise _Refused("layout", "looks inverted (bone dark, air bright); save it with bone white")
         raise _Refused("layout", f"the layout of a panoramic is not found (teeth in the middle, "
                        f"mandible below, rami at the sides: score {layout:.2f}, needed {MIN_LAYOUT})")
-    symmetry = _corr(canon, canon[:, ::-1])
-    checks["symmetry"] = round(symmetry, 3)
     if symmetry < MIN_SYMMETRY:
         raise _Refused("symmetry", f"not left-right symmetric like a panoramic (score {symmetry:.2f}, "
                        f"needed {MIN_SYMMETRY})")
