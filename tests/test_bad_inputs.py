@@ -298,3 +298,46 @@ def test_non_square_pixels_are_resampled(tmp_path):
     image = read_image(path)
     assert image.pixel_spacing_mm == pytest.approx(0.1)
     assert image.pixels.shape == (base.shape[0], round(base.shape[1] * 1.25))
+
+
+READER_REASONS = {
+    "png-flipped-idat-byte": "CRC mismatch in the IDAT chunk",
+    "png-flipped-byte-crc-fixed": "corrupt PNG image data",
+    "png-without-iend": "truncated PNG",
+    "png-bad-ihdr-crc": "CRC mismatch in the IHDR chunk",
+    "png-zero-width": "invalid IHDR",
+    "truncated-png": "truncated PNG",
+    "png-signature-only": "truncated PNG",
+    "png-bomb-header": "too large",
+    "truncated-jpeg": "truncated JPEG",
+    "jpeg-without-eoi": "truncated JPEG",
+    "jpeg-header-only": "truncated JPEG",
+    "truncated-tiff": "truncated TIFF",
+    "truncated-bmp": "truncated",
+    "multi-page-tiff": "multi-page TIFF with 2 frames",
+    "animated-png": "animated PNG with 2 frames",
+    "multi-frame-dicom": "multi-frame DICOM with 2 frames",
+    "dicom-pixel-aspect-3": "non-square pixels",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(READER_REASONS))
+def test_reader_names_the_problem(tmp_path, kind):
+    from osteopano.errors import ImageReadError
+    from osteopano.io.images import read_image, read_image_bytes
+
+    path = READ_ERRORS[kind](tmp_path)
+    for read in (lambda: read_image(path), lambda: read_image_bytes(path.read_bytes(), path.name)):
+        with pytest.raises(ImageReadError) as info:
+            read()
+        assert READER_REASONS[kind] in info.value.reason and path.name in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["multi-page-tiff", "animated-png", "multi-frame-dicom"])
+def test_an_explicit_frame_is_read(tmp_path, kind):
+    from osteopano.io.images import read_image
+
+    path = READ_ERRORS[kind](tmp_path)
+    first, second = read_image(path, frame=0), read_image(path, frame=1)
+    assert first.pixels.shape == second.pixels.shape
+    assert not np.array_equal(first.pixels, second.pixels)
