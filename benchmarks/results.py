@@ -79,7 +79,7 @@ def render(demo: Path) -> str:
         "",
         "## The study's design on the phantom (`make demo`)",
         "",
-        f"Development set: `osteopano synth dev --n 400 --seed {cfg.get('seed')}` ({n_dev} usable images), "
+        f"Development set: {n_dev} usable phantom images (`osteopano synth`, run seed {cfg.get('seed')}), "
         f"trained with the study's protocol (`--preset {cfg.get('preset')}`, {cfg.get('backbone')}, "
         f"{cfg.get('precision_used') or cfg.get('precision')}, {cfg.get('threads')} threads) on the "
         f"`{cfg.get('label_column')}` column ({truth}); external set: a separately generated "
