@@ -23,9 +23,9 @@ from PIL import Image
 from web_model import build_small_model
 
 from osteopano.web import app as web
-from osteopano.screen.engines import load
+from osteopano.screen.screener import load
 from osteopano.io.images import read_image, write_dicom
-from osteopano.screen.batch import ScreeningResult
+from osteopano.screen.result import ScreeningResult
 
 PATIENT_ID = "PID-4471-SECRET"
 PATIENT_NAME = "Doe^Janet"

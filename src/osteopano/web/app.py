@@ -527,6 +527,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("error", None)
         html = templates.get_template(name).render(
             card=card, synthetic=synthetic, disclaimer=DISCLAIMER, max_upload_mb=max_upload_mb,
             version=__version__, model_threshold=threshold, threshold_rule=threshold_rule,
