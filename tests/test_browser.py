@@ -63,7 +63,7 @@ def server(tmp_path_factory) -> Iterator[str]:
 def test_upload_result_heatmap_and_report_in_chromium(server, tmp_path_factory, tmp_path):
     from playwright.sync_api import sync_playwright
 
-    phantom = sorted((tmp_path_factory.getbasetemp() / "web-model" / "phantoms").glob("*.png"))[0]
+    phantom = min((tmp_path_factory.getbasetemp() / "web-model" / "phantoms").glob("*.png"))
     requests: list[str] = []
     problems: list[str] = []
     with sync_playwright() as p:
@@ -101,4 +101,4 @@ def test_upload_result_heatmap_and_report_in_chromium(server, tmp_path_factory, 
             browser.close()
     assert (tmp_path / "web-result.png").stat().st_size > 10_000
     assert not problems, f"browser errors (CSP violations, script errors): {problems}"
-    assert all(url.startswith(server) or url.startswith("data:") for url in requests), requests
+    assert all(url.startswith((server, "data:")) for url in requests), requests
