@@ -124,8 +124,14 @@ def measurement_view(m: Any) -> dict[str, Any]:
         "klemetti_estimate": m.klemetti_estimate,
         "decision": m.decision,
         "decision_text": classical_decision_text(m),
+        "decision_title": NOT_DECIDED if m.decision is None else (REFER if m.decision else NO_REFER),
+        "decision_detail": _capitalised(classical_decision_text(m).split(": ", 1)[-1]),
         "threshold_mm": float(m.threshold_mm),
         "pixel_spacing_mm": m.pixel_spacing_mm,
         "spacing_known": m.pixel_spacing_mm is not None,
         "disclaimer": DISCLAIMER,
     }
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
