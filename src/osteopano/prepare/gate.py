@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-MIN_SIDE_PX = 200
+MIN_SIDE_PX = 96
 
 
 @dataclass(frozen=True)

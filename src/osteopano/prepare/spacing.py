@@ -18,7 +18,7 @@ from pathlib import Path
 
 from osteopano.errors import DataError
 
-PLAUSIBLE_MM = (0.01, 1.0)   # mm per pixel: detectors lie around 0.05-0.2; downscaled copies coarser
+PLAUSIBLE_MM = (0.01, 2.0)   # mm per pixel: detectors lie around 0.05-0.2; downscaled copies are coarser
 SOURCES = ("option", "manifest", "file", "unknown")
 
 

@@ -85,7 +85,8 @@ class Screener:
         """Screen one image (file path, (H, W) array or Radiograph); OsteopanoError when it cannot be
         (unreadable, refused by the gate, not preparable). Use ``predict_batch`` for error results instead.
         ``heatmap=True`` adds the Grad-CAM map where the engine can make one (torch); elsewhere it warns."""
-        [(result, _)] = next(self.iter_screen([image], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm,
+        radiograph = as_radiograph(image)  # an unreadable file raises its ImageReadError here
+        [(result, _)] = next(self.iter_screen([radiograph], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm,
                                               covariates=covariates))
         if result.error and result.probability is None and result.measurement is None:
             raise OsteopanoError(result.error)
