@@ -556,3 +556,37 @@ def test_a_stalled_body_is_408_and_does_not_hold_a_screening_slot():
 
     real, stalled = asyncio.run(both())
     assert real == 200 and stalled == 408 and model.calls == 1
+
+
+def test_a_small_file_that_inflates_to_a_huge_image_is_refused_before_decoding():
+    buf = io.BytesIO()
+    Image.new("L", (8000, 5000)).save(buf, format="PNG")   # 40 Mpx of zeros: a few tens of kB
+    assert len(buf.getvalue()) < 200_000
+    model = FakeModel()
+    response = client_for(model).post("/api/v1/screen", files={"file": ("bomb.png", buf.getvalue())})
+    assert response.status_code == 413 and "40 megapixels" in response.json()["detail"]
+    assert model.calls == 0
+
+
+def test_the_server_pixel_budget_bounds_images_in_flight():
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    # each 96 x 48 upload is 4608 px: two fit in a 10000 px budget, the third must wait (503)
+    client = client_for(model, workers=3, queue_size=0, pixel_budget_megapixels=0.01, max_megapixels=0.01)
+    results: list = []
+    workers = [threading.Thread(target=lambda: results.append(
+        client.post("/api/v1/screen", files={"file": ("a.png", png_bytes())}))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["in_flight"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        third = client.post("/api/v1/screen", files={"file": ("c.png", png_bytes())})
+        assert third.status_code == 503 and int(third.headers["Retry-After"]) > 0
+    finally:
+        gate.set()
+        for w in workers:
+            w.join(10)
+    assert [r.status_code for r in results] == [200, 200]
+    assert client.post("/api/v1/screen", files={"file": ("d.png", png_bytes())}).status_code == 200

@@ -34,6 +34,10 @@ def command(
     max_upload_mb: float = typer.Option(50.0, min=0.01, help="Largest accepted upload in MB (larger: 413)."),
     timeout: float = typer.Option(60.0, min=0.1, help="Seconds one screening may take before 504."),
     body_timeout: float = typer.Option(30.0, min=0.1, help="Seconds an upload may take to arrive before 408."),
+    max_megapixels: float = typer.Option(30.0, min=0.1, help="Largest decoded image in megapixels (larger: 413; "
+                                         "read from the header, before decoding)."),
+    pixel_budget: float = typer.Option(45.0, min=0.1, help="Megapixels of all images screened at once (beyond: "
+                                       "503); about 30 bytes a pixel at the page's peak, so 45 = ~1.4 GB."),
     keep_uploads: Path = typer.Option(None, help="Save every upload and its result in this folder (files "
                                       "readable by this user only, mode 0600: they can hold patient names). "
                                       "Default: uploads stay in memory and are never written to disk."),
@@ -57,7 +61,8 @@ def command(
     hosts = allowed_host_names(host, allowed_host or ())
     app = create_app(model, measure=measure, threshold_mm=threshold_mm, max_upload_mb=max_upload_mb,
                      workers=workers, queue_size=queue_size, timeout_s=timeout, body_timeout_s=body_timeout,
-                     keep_uploads=keep_uploads, allowed_hosts=hosts)
+                     keep_uploads=keep_uploads, allowed_hosts=hosts, max_megapixels=max_megapixels,
+                     pixel_budget_megapixels=pixel_budget)
     service = app.state.service
     what = (f"model [bold]{escape(str(service.model.model_id))}[/]" if service.has_model
             else f"measurement mode (no model; MCW threshold {threshold_mm:g} mm)")

@@ -23,7 +23,9 @@ Limits and privacy, in the order a request meets them:
 3. More than ``max_readers`` bodies being received at once -> 503; the body must arrive in full
    within ``body_timeout_s`` -> 408. It is streamed into memory by our own parser
    (``osteopano.web.upload``), its bytes counted, so a lying or missing length is still capped -> 413.
-4. The file type is judged from its first bytes, never from its name -> 415.
+4. The file type is judged from its first bytes, never from its name -> 415; its decoded size is read
+   from its header: above ``max_megapixels`` -> 413, beyond the server's pixel budget for images being
+   screened at once -> 503 (``osteopano.web.budget``: a small "zip bomb" file cannot exhaust memory).
 5. Only then is a screening slot taken: more than ``workers + queue_size`` in flight -> 503 with
    ``Retry-After`` (so clients trickling bytes cannot lock real requests out).
 6. Decoding, measuring and inference run in a bounded ``ThreadPoolExecutor``; an unreadable or refused
@@ -74,6 +76,12 @@ from osteopano.render.texts import (
     format_probability,
     plain_language,
 )
+from osteopano.web.budget import (
+    MAX_REQUEST_MPX,
+    SERVER_BUDGET_MPX,
+    PixelBudget,
+    image_pixels,
+)
 from osteopano.web.schema import (
     ERRORS,
     UPLOAD_BODY,
@@ -98,7 +106,6 @@ __all__ = ["ReportStore", "Service", "WebError", "create_app", "heatmap_png", "s
 
 log = logging.getLogger("osteopano.web.app")
 
-MAX_PIXELS = 60_000_000          # decoded size limit (a large panoramic is ~15 Mpx)
 DISPLAY_WIDTH = 1400             # images on the result page are shrunk to this width
 RETRY_AFTER_S = 5
 BODY_TIMEOUT_S = 30.0            # an upload must arrive in full within this
@@ -151,7 +158,8 @@ class Service:
     heatmap=, pixel_spacing_mm=)``, ``card`` and ``model_id`` (None: no model, measurement mode)."""
 
     def __init__(self, model: Any, *, max_upload_mb: float, workers: int, queue_size: int, timeout_s: float,
-                 keep_uploads: Path | None, body_timeout_s: float = BODY_TIMEOUT_S, max_readers: int | None = None):
+                 keep_uploads: Path | None, body_timeout_s: float = BODY_TIMEOUT_S, max_readers: int | None = None,
+                 max_megapixels: float = MAX_REQUEST_MPX, pixel_budget_megapixels: float = SERVER_BUDGET_MPX):
         if workers < 1 or queue_size < 0:
             raise ValueError("workers must be >= 1 and queue_size >= 0")
         self.model = model
@@ -164,6 +172,8 @@ class Service:
         self.keep_uploads = Path(keep_uploads) if keep_uploads is not None else None
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="osteopano-screen")
         self.reports = ReportStore()
+        self.max_pixels = int(max_megapixels * 1e6)
+        self.pixels = PixelBudget(int(max(pixel_budget_megapixels, max_megapixels) * 1e6))
         self._in_flight = 0
         self._reading = 0
         self._lock = threading.Lock()
@@ -213,16 +223,29 @@ class Service:
         """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors."""
         upload = await self.read(request)
         spacing = parse_spacing(upload.fields.get(SPACING_FIELD))
+        pixels = image_pixels(upload.data, upload.kind) or 0
+        if pixels > self.max_pixels:
+            raise WebError(413, f"the image is too large to screen here: {pixels / 1e6:.0f} megapixels decoded "
+                           f"(limit {self.max_pixels / 1e6:g})")
+        busy = WebError(503, f"the server is busy ({self.capacity} screenings in progress or queued); "
+                        f"try again in a few seconds", {"Retry-After": str(RETRY_AFTER_S)})
+        if not self.pixels.reserve(pixels):
+            raise busy
         if not self._acquire():
-            raise WebError(503, f"the server is busy ({self.capacity} screenings in progress or queued); "
-                           f"try again in a few seconds", {"Retry-After": str(RETRY_AFTER_S)})
+            self.pixels.release(pixels)
+            raise busy
         future: Future | None = None
+
+        def done(_future: Future | None = None) -> None:
+            self.pixels.release(pixels)
+            self._release()
+
         try:
             future = self.executor.submit(job, upload, spacing)
-            future.add_done_callback(self._release)
+            future.add_done_callback(done)
         finally:
             if future is None:
-                self._release()
+                done()
         try:
             outcome = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
         except TimeoutError:
@@ -237,7 +260,7 @@ class Service:
     def run(self, upload: Upload, spacing: float | None = None, *, heatmap: bool = False) -> Screening:
         """Decode, measure and/or predict (in a worker thread); OsteopanoError when nothing came out."""
         data = as_part10(upload.data) if upload.kind == "dicom" else upload.data
-        radiograph = read_image_bytes(data, upload.filename or "upload", max_pixels=MAX_PIXELS)
+        radiograph = read_image_bytes(data, upload.filename or "upload", max_pixels=self.max_pixels)
         heatmap = heatmap and self.heatmaps
         if self._model_lock is None:
             result = self.model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
@@ -397,7 +420,8 @@ def _test_metrics(card: dict[str, Any]) -> list[tuple[str, str]]:
 def create_app(model_path: str | Path | None = None, *, model: Any = None, measure: bool = True,
                threshold_mm: float = 3.0, max_upload_mb: float = 50, workers: int = 2, queue_size: int = 8,
                timeout_s: float = 60, body_timeout_s: float = BODY_TIMEOUT_S, keep_uploads: str | Path | None = None,
-               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, max_megapixels: float = MAX_REQUEST_MPX,
+               pixel_budget_megapixels: float = SERVER_BUDGET_MPX) -> FastAPI:
     """Build the web app around the model at ``model_path`` (run folder or .onnx file), or without a
     model (``None``: measurement mode, the cortical width is the screen).
 
@@ -406,13 +430,16 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
     measure the cortex (the page shows both). ``threshold_mm``: the classical MCW threshold.
     ``keep_uploads``: a folder that receives every upload and its result (mode 0600); None (the default)
     keeps nothing on disk. ``allowed_hosts``: the Host names answered (default ``allowed_host_names()``).
+    ``max_megapixels``: the largest decoded image; ``pixel_budget_megapixels``: all images being screened
+    at once (``osteopano.web.budget``).
     """
     if model is None:
         model = _load_model(model_path, threshold_mm, measure)
     if keep_uploads is not None:
         Path(keep_uploads).mkdir(parents=True, exist_ok=True, mode=0o700)
     service = Service(model, max_upload_mb=max_upload_mb, workers=workers, queue_size=queue_size,
-                      timeout_s=timeout_s, keep_uploads=keep_uploads, body_timeout_s=body_timeout_s)
+                      timeout_s=timeout_s, keep_uploads=keep_uploads, body_timeout_s=body_timeout_s,
+                      max_megapixels=max_megapixels, pixel_budget_megapixels=pixel_budget_megapixels)
     card = _jsonable(dict(model.card or {}))
     synthetic = _synthetic(card)
     threshold, threshold_rule = _threshold(model, card)
