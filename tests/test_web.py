@@ -590,3 +590,21 @@ def test_the_server_pixel_budget_bounds_images_in_flight():
             w.join(10)
     assert [r.status_code for r in results] == [200, 200]
     assert client.post("/api/v1/screen", files={"file": ("d.png", png_bytes())}).status_code == 200
+
+
+class FailingMeasureModel(FakeModel):
+    """A model whose score comes back while the cortex measurement failed."""
+
+    measures = True
+
+    def predict(self, image, heatmap: bool = False, pixel_spacing_mm=None, covariates=None) -> ScreeningResult:
+        return super().predict(image, heatmap).replace(error="cortex measurement failed: border not found")
+
+
+def test_model_score_with_a_failed_measurement():
+    client = client_for(FailingMeasureModel())
+    page = client.post("/screen", files={"file": ("a.png", png_bytes())})
+    assert page.status_code == 200 and 'id="probability"' in page.text
+    assert 'id="mcw-failed"' in page.text and "border not found" in page.text
+    response = client.post("/api/v1/measure", files={"file": ("a.png", png_bytes())})
+    assert response.status_code == 422 and "border not found" in response.json()["detail"]

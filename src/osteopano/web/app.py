@@ -546,6 +546,8 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
             raise WebError(409, "this server's screener does not measure the cortex")
         started = time.perf_counter()
         upload, screening = await service.screen(request, lambda up, mm: service.run(up, mm))
+        if screening.result.measurement is None:   # a model scored it, the measurement failed
+            raise WebError(422, str(screening.result.error or "the cortical width could not be measured"))
         body = _measure_response(screening.result, upload.filename)
         log.info("api measurement: %s, %.0f kB, %.2f s", upload.kind, len(upload.data) / 1024,
                  time.perf_counter() - started)
