@@ -462,6 +462,10 @@ def test_unknown_host_is_refused_and_allowed_hosts_extend_the_list():
         "192.168.1.20", ["opg.clinic.lan"])), base_url="http://opg.clinic.lan:8000")
     assert allowed.get("/").status_code == 200
     assert web.allowed_host_names("0.0.0.0")[:2] == ["127.0.0.1", "localhost"]  # not 'every interface'
+    ipv6 = TestClient(web.create_app(model=FakeModel()), base_url="http://[::1]:8000")
+    assert ipv6.get("/").status_code == 200
+    spoofed = client_for().get("/", headers={"Host": "127.0.0.1.rebind.example:8000"})
+    assert spoofed.status_code == 400 and "--allowed-host" in spoofed.json()["detail"]
 
 
 @pytest.mark.parametrize("headers, status", [
@@ -608,3 +612,16 @@ def test_model_score_with_a_failed_measurement():
     assert 'id="mcw-failed"' in page.text and "border not found" in page.text
     response = client.post("/api/v1/measure", files={"file": ("a.png", png_bytes())})
     assert response.status_code == 422 and "border not found" in response.json()["detail"]
+
+
+def test_measurement_mode_keeps_patient_data_out_of_logs(measure_client, phantom_files, tmp_path, caplog):
+    pixels = np.asarray(read_image(phantom_files[0]).pixels * 65535, dtype=np.uint16)
+    dcm = tmp_path / "Janet_Doe_1950.dcm"
+    write_dicom(dcm, pixels, 0.3, patient_id=PATIENT_ID, PatientName=PATIENT_NAME)
+    caplog.set_level(logging.DEBUG)
+    response = measure_client.post("/api/v1/measure", files={"file": (dcm.name, dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    assert PATIENT_ID not in response.text and "Doe^Janet" not in response.text
+    assert any(r.name == "osteopano.web.app" for r in caplog.records), "the app logged nothing to check"
+    for secret in (PATIENT_ID, "Doe", "Janet", dcm.name, "1950"):
+        assert secret not in caplog.text

@@ -44,7 +44,8 @@ def command(
 ) -> None:
     """Serve the upload page (http://HOST:PORT/) and the API (/api/v1/measure, /api/v1/screen with a model,
     /api/v1/model, /healthz, /docs). No authentication: keep the default 127.0.0.1 or put it behind an
-    HTTPS proxy that authenticates users. Logs hold no file names, patient IDs or results."""
+    HTTPS proxy that authenticates users (the proxy must pass the Host header through, and that name be
+    given with --allowed-host). Logs hold no file names, patient IDs or results."""
     try:
         import uvicorn
         import uvicorn.config

@@ -62,7 +62,6 @@ from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from osteopano import __version__
 from osteopano.errors import ImageReadError, OsteopanoError
@@ -328,15 +327,17 @@ def heatmap_png(heatmap: np.ndarray) -> bytes:
 
 
 class _SecurityHeaders:
-    """ASGI middleware: a strict Content-Security-Policy (no resource outside this server), no caching of
-    anything but static files, referrers only to this server, no framing; a POST whose ``Origin`` (or
-    ``Sec-Fetch-Site``) names another site is refused with 403 before its body is read."""
+    """ASGI middleware: a request whose ``Host`` is not in ``allowed_hosts`` is refused with 400 (DNS
+    rebinding), a POST whose ``Origin`` (or ``Sec-Fetch-Site``) names another site with 403, both before
+    the body is read; every response gets a strict Content-Security-Policy (no resource outside this
+    server), no caching of anything but static files, referrers only to this server, no framing."""
 
     CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
-    def __init__(self, app: Any):
+    def __init__(self, app: Any, allowed_hosts: Sequence[str]):
         self.app = app
+        self.allowed_hosts = {h.lower() for h in allowed_hosts}
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -356,12 +357,30 @@ class _SecurityHeaders:
                 message["headers"] = headers
             await send(message)
 
+        host = _host_name(scope)
+        if host not in self.allowed_hosts:
+            log.info("%s %s for a host name not allowed -> 400", scope["method"], scope["path"])
+            response = JSONResponse({"detail": "refused: unknown host name (start the server with --allowed-host "
+                                               "NAME to answer to it)"}, status_code=400)
+            await response(scope, receive, send_with_headers)
+            return
         if scope["method"] == "POST" and _cross_site(scope):
             log.info("POST %s from another site -> 403", scope["path"])
             response = JSONResponse({"detail": "refused: this form was sent from another web site"}, status_code=403)
             await response(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)
+
+
+def _host_name(scope: dict) -> str | None:
+    """The host name of the request's Host header, without the port (IPv6 brackets removed)."""
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            try:
+                return urlsplit("//" + value.decode("latin-1")).hostname
+            except ValueError:
+                return None
+    return None
 
 
 def _cross_site(scope: dict) -> bool:
@@ -457,9 +476,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
         lifespan=_lifespan(service),
     )
     app.state.service = service
-    app.add_middleware(_SecurityHeaders)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts or allowed_host_names()),
-                       www_redirect=False)
+    app.add_middleware(_SecurityHeaders, allowed_hosts=list(allowed_hosts or allowed_host_names()))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
