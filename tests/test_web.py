@@ -625,3 +625,21 @@ def test_measurement_mode_keeps_patient_data_out_of_logs(measure_client, phantom
     assert any(r.name == "osteopano.web.app" for r in caplog.records), "the app logged nothing to check"
     for secret in (PATIENT_ID, "Doe", "Janet", dcm.name, "1950"):
         assert secret not in caplog.text
+
+
+def test_page_and_reports_are_built_without_temporary_files(monkeypatch, measure_client, phantom_files):
+    import tempfile
+
+    import weasyprint  # noqa: F401 - loading its C libraries (ctypes.util.find_library) uses a temporary file
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a temporary file was made while screening")
+
+    for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile",
+                 "TemporaryDirectory"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    dcm, _ = phantom_files
+    response = measure_client.post("/screen", files={"file": ("opg.dcm", dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    pdf = re.search(r'href="(/report/[^"]+/pdf)"', response.text).group(1)
+    assert measure_client.get(pdf).content.startswith(b"%PDF")
