@@ -15,6 +15,10 @@ Routes
     ``GET /healthz``          liveness and load
     ``GET /docs``, ``GET /openapi.json``  API documentation (rendered here: no CDN)
 
+Modules: ``security`` (Host and Origin checks, headers), ``service`` (admission, pool, timeouts),
+``upload`` (multipart reading, type sniffing), ``budget`` (decoded pixels), ``measurement`` (the cortex
+measurement as shown), ``report`` (the downloadable report), ``store`` (reports in memory), ``schema``.
+
 Limits and privacy, in the order a request meets them:
 
 1. The ``Host`` header must name an allowed host (DNS rebinding) -> 400; a POST whose ``Origin`` is
@@ -40,22 +44,15 @@ tags or results; a client that disconnects is one log line.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import io
 import json
 import logging
-import secrets
-import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -64,9 +61,6 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from osteopano import __version__
-from osteopano.errors import ImageReadError, OsteopanoError
-from osteopano.io.files import atomic_write_bytes
-from osteopano.io.images import Radiograph, read_image_bytes
 from osteopano.render.display import display_u8, heatmap_overlay
 from osteopano.render.templating import environment
 from osteopano.render.texts import (
@@ -75,12 +69,7 @@ from osteopano.render.texts import (
     format_probability,
     plain_language,
 )
-from osteopano.web.budget import (
-    MAX_REQUEST_MPX,
-    SERVER_BUDGET_MPX,
-    PixelBudget,
-    image_pixels,
-)
+from osteopano.web.budget import MAX_REQUEST_MPX, SERVER_BUDGET_MPX
 from osteopano.web.schema import (
     ERRORS,
     UPLOAD_BODY,
@@ -89,217 +78,18 @@ from osteopano.web.schema import (
     ModelScore,
     ScreenResponse,
 )
+from osteopano.web.security import SecurityHeaders, allowed_host_names
+from osteopano.web.service import BODY_TIMEOUT_S, Service, _json_default
 from osteopano.web.store import ReportStore
-from osteopano.web.upload import (
-    MULTIPART_OVERHEAD,
-    ClientDisconnect,
-    Upload,
-    WebError,
-    as_part10,
-    read_multipart_file,
-    safe_filename,
-    sniff_image_type,
-)
+from osteopano.web.upload import ClientDisconnect, Upload, WebError, sniff_image_type
 
-__all__ = ["ReportStore", "Service", "WebError", "create_app", "heatmap_png", "sniff_image_type"]
+__all__ = ["ReportStore", "Service", "WebError", "allowed_host_names", "create_app", "heatmap_png", "sniff_image_type"]
 
 log = logging.getLogger("osteopano.web.app")
 
 DISPLAY_WIDTH = 1400             # images on the result page are shrunk to this width
-RETRY_AFTER_S = 5
-BODY_TIMEOUT_S = 30.0            # an upload must arrive in full within this
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-TEST_HOST = "testserver"         # the host name of Starlette's TestClient
 STATIC_DIR = Path(__file__).with_name("static")
-SPACING_FIELD = "pixel_spacing_mm"
 
-T = TypeVar("T")
-
-
-def allowed_host_names(bind_host: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-    """The Host names the server answers to: the bind address (unless every interface), this computer's
-    local names, the test client's, and ``extra`` (``--allowed-host``)."""
-    names = list(extra)
-    if bind_host and bind_host not in ("0.0.0.0", "::"):
-        names.append(bind_host)
-    names += [*LOCAL_HOSTS, TEST_HOST]
-    return list(dict.fromkeys(n.strip().lower() for n in names if n and n.strip()))
-
-
-def parse_spacing(text: str | None) -> float | None:
-    """The ``pixel_spacing_mm`` form field: None when empty, else a plausible mm/px value (400 otherwise)."""
-    if text is None or not text.strip():
-        return None
-    from osteopano.errors import DataError
-    from osteopano.prepare.spacing import check_spacing
-
-    try:
-        return check_spacing(text.strip().replace(",", "."), SPACING_FIELD)
-    except DataError as exc:
-        raise WebError(400, str(exc)) from None
-
-
-# ----------------------------------------------------------------------------- the screening service
-
-
-@dataclass
-class Screening:
-    """What one upload produced (kept only for the response)."""
-
-    radiograph: Radiograph
-    result: Any  # ScreeningResult
-
-
-class Service:
-    """The screener behind a bounded worker pool, with admission control and timeouts.
-
-    ``model``: a ``Screener`` (``osteopano.screen.screener``) or anything with ``predict(radiograph,
-    heatmap=, pixel_spacing_mm=)``, ``card`` and ``model_id`` (None: no model, measurement mode)."""
-
-    def __init__(self, model: Any, *, max_upload_mb: float, workers: int, queue_size: int, timeout_s: float,
-                 keep_uploads: Path | None, body_timeout_s: float = BODY_TIMEOUT_S, max_readers: int | None = None,
-                 max_megapixels: float = MAX_REQUEST_MPX, pixel_budget_megapixels: float = SERVER_BUDGET_MPX):
-        if workers < 1 or queue_size < 0:
-            raise ValueError("workers must be >= 1 and queue_size >= 0")
-        self.model = model
-        self.has_model = getattr(model, "model_id", None) is not None
-        self.measures = bool(getattr(model, "measures", False))
-        self.max_upload_bytes = int(max_upload_mb * 2**20)
-        self.capacity = workers + queue_size
-        self.max_readers = max_readers or max(16, 2 * self.capacity)
-        self.timeout_s, self.body_timeout_s = timeout_s, body_timeout_s
-        self.keep_uploads = Path(keep_uploads) if keep_uploads is not None else None
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="osteopano-screen")
-        self.reports = ReportStore()
-        self.max_pixels = int(max_megapixels * 1e6)
-        self.pixels = PixelBudget(int(max(pixel_budget_megapixels, max_megapixels) * 1e6))
-        self._in_flight = 0
-        self._reading = 0
-        self._lock = threading.Lock()
-        # Grad-CAM hooks the shared network, so a heatmap is only right when no other forward pass
-        # runs meanwhile: engines that make heatmaps (torch) predict one image at a time.
-        self.heatmaps = bool(getattr(model, "supports_heatmaps", False))
-        self._model_lock = threading.Lock() if self.heatmaps else None
-
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def _acquire(self) -> bool:
-        with self._lock:
-            if self._in_flight >= self.capacity:
-                return False
-            self._in_flight += 1
-            return True
-
-    def _release(self, _future: Future | None = None) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    async def read(self, request: Request) -> Upload:
-        """Receive and sniff the upload (bounded in size, time and concurrent readers)."""
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_upload_bytes + MULTIPART_OVERHEAD:
-            raise WebError(413, f"upload is larger than the limit of {self.max_upload_bytes / 2**20:g} MB")
-        with self._lock:
-            if self._reading >= self.max_readers:
-                raise WebError(503, f"the server is busy receiving {self.max_readers} uploads; try again in a "
-                               "few seconds", {"Retry-After": str(RETRY_AFTER_S)})
-            self._reading += 1
-        try:
-            data, filename, fields = await read_multipart_file(request, "file", self.max_upload_bytes,
-                                                               text_fields=(SPACING_FIELD,),
-                                                               timeout_s=self.body_timeout_s)
-        finally:
-            with self._lock:
-                self._reading -= 1
-        kind = sniff_image_type(data[:132])
-        if kind is None:
-            raise WebError(415, "unsupported file type: the content is not a PNG, JPEG, TIFF, BMP or DICOM image")
-        return Upload(data=data, filename=safe_filename(filename), kind=kind, fields=fields)
-
-    async def screen(self, request: Request, job: Callable[[Upload, float | None], T]) -> tuple[Upload, T]:
-        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors."""
-        upload = await self.read(request)
-        spacing = parse_spacing(upload.fields.get(SPACING_FIELD))
-        pixels = image_pixels(upload.data, upload.kind) or 0
-        if pixels > self.max_pixels:
-            raise WebError(413, f"the image is too large to screen here: {pixels / 1e6:.0f} megapixels decoded "
-                           f"(limit {self.max_pixels / 1e6:g})")
-        busy = WebError(503, f"the server is busy ({self.capacity} screenings in progress or queued); "
-                        f"try again in a few seconds", {"Retry-After": str(RETRY_AFTER_S)})
-        if not self.pixels.reserve(pixels):
-            raise busy
-        if not self._acquire():
-            self.pixels.release(pixels)
-            raise busy
-        future: Future | None = None
-
-        def done(_future: Future | None = None) -> None:
-            self.pixels.release(pixels)
-            self._release()
-
-        try:
-            future = self.executor.submit(job, upload, spacing)
-            future.add_done_callback(done)
-        finally:
-            if future is None:
-                done()
-        try:
-            outcome = await asyncio.wait_for(asyncio.wrap_future(future), self.timeout_s)
-        except TimeoutError:
-            raise WebError(504, f"the screening took longer than {self.timeout_s:g} s and was abandoned; "
-                           "try again later") from None
-        except ImageReadError as exc:
-            raise WebError(422, f"the image could not be read: {exc.reason}") from None
-        except OsteopanoError as exc:
-            raise WebError(422, str(exc)) from None
-        return upload, outcome
-
-    def run(self, upload: Upload, spacing: float | None = None, *, heatmap: bool = False) -> Screening:
-        """Decode, measure and/or predict (in a worker thread); OsteopanoError when nothing came out."""
-        data = as_part10(upload.data) if upload.kind == "dicom" else upload.data
-        radiograph = read_image_bytes(data, upload.filename or "upload", max_pixels=self.max_pixels)
-        heatmap = heatmap and self.heatmaps
-        if self._model_lock is None:
-            result = self.model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
-        else:
-            with self._model_lock:
-                result = self.model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
-        failed = result.probability is None if self.has_model else getattr(result, "measurement", None) is None
-        if failed:
-            raise OsteopanoError(str(result.error or "the image could not be screened"))
-        if self.keep_uploads is not None:
-            self._keep(upload, result)
-        return Screening(radiograph=radiograph, result=result)
-
-    def _keep(self, upload: Upload, result: Any) -> None:
-        """Save the upload and its result under a random name (never the client's file name), mode 0600."""
-        stem = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(4)}"
-        ext = {"jpeg": "jpg", "dicom": "dcm", "tiff": "tif"}.get(upload.kind, upload.kind)
-        atomic_write_bytes(self.keep_uploads / f"{stem}.{ext}", upload.data, mode=0o600)
-        summary = json.dumps(_result_summary(result), indent=2, default=_json_default) + "\n"
-        atomic_write_bytes(self.keep_uploads / f"{stem}.json", summary.encode(), mode=0o600)
-
-    def shutdown(self) -> None:
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-def _result_summary(result: Any) -> dict[str, Any]:
-    """The model's score (when there is one) and the measurement's row (when one was made)."""
-    summary: dict[str, Any] = {}
-    if result.probability is not None:
-        summary.update(probability=float(result.probability), decision=bool(result.decision),
-                       threshold=float(result.threshold), model_id=str(result.model_id))
-    measurement = getattr(result, "measurement", None)
-    if measurement is not None:
-        summary["measurement"] = measurement.to_row()
-    summary.update(pixel_spacing_mm=result.pixel_spacing_mm, spacing_source=result.spacing_source)
-    return summary
-
-
-def _json_default(obj: Any) -> Any:
-    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
 # ----------------------------------------------------------------------------- images for the page
@@ -324,75 +114,6 @@ def heatmap_png(heatmap: np.ndarray) -> bytes:
 
 
 # ----------------------------------------------------------------------------- the app
-
-
-class _SecurityHeaders:
-    """ASGI middleware: a request whose ``Host`` is not in ``allowed_hosts`` is refused with 400 (DNS
-    rebinding), a POST whose ``Origin`` (or ``Sec-Fetch-Site``) names another site with 403, both before
-    the body is read; every response gets a strict Content-Security-Policy (no resource outside this
-    server), no caching of anything but static files, referrers only to this server, no framing."""
-
-    CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-           "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-
-    def __init__(self, app: Any, allowed_hosts: Sequence[str]):
-        self.app = app
-        self.allowed_hosts = {h.lower() for h in allowed_hosts}
-
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        static = scope["path"].startswith("/static/")
-
-        async def send_with_headers(message: dict) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(b"content-security-policy", self.CSP.encode()),
-                            (b"x-content-type-options", b"nosniff"),
-                            (b"referrer-policy", b"same-origin"),
-                            (b"x-frame-options", b"DENY")]
-                if not static:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
-
-        host = _host_name(scope)
-        if host not in self.allowed_hosts:
-            log.info("%s %s for a host name not allowed -> 400", scope["method"], scope["path"])
-            response = JSONResponse({"detail": "refused: unknown host name (start the server with --allowed-host "
-                                               "NAME to answer to it)"}, status_code=400)
-            await response(scope, receive, send_with_headers)
-            return
-        if scope["method"] == "POST" and _cross_site(scope):
-            log.info("POST %s from another site -> 403", scope["path"])
-            response = JSONResponse({"detail": "refused: this form was sent from another web site"}, status_code=403)
-            await response(scope, receive, send_with_headers)
-            return
-        await self.app(scope, receive, send_with_headers)
-
-
-def _host_name(scope: dict) -> str | None:
-    """The host name of the request's Host header, without the port (IPv6 brackets removed)."""
-    for key, value in scope.get("headers", []):
-        if key == b"host":
-            try:
-                return urlsplit("//" + value.decode("latin-1")).hostname
-            except ValueError:
-                return None
-    return None
-
-
-def _cross_site(scope: dict) -> bool:
-    """True when a browser says the request comes from another origin than this server's Host."""
-    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-    site = headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
-        return True
-    origin = headers.get("origin")
-    if origin is None:
-        return False   # not a browser (curl, scripts): nothing to check
-    return origin == "null" or urlsplit(origin).netloc.lower() != headers.get("host", "").lower()
 
 
 def _load_model(model_path: str | Path | None, threshold_mm: float, measure: bool) -> Any:
@@ -476,7 +197,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
         lifespan=_lifespan(service),
     )
     app.state.service = service
-    app.add_middleware(_SecurityHeaders, allowed_hosts=list(allowed_hosts or allowed_host_names()))
+    app.add_middleware(SecurityHeaders, allowed_hosts=list(allowed_hosts or allowed_host_names()))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     def page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
