@@ -79,15 +79,23 @@ def plan_batch(inputs: list[Path], outputs: Outputs, resume: bool) -> Plan:
 
 
 def run_batch(screener: Screener, inputs: list[Path], plan: Plan, outputs: Outputs, *, resume: bool = False,
-              batch_size: int = 8, pixel_spacing_mm: float | None = None, covariates: dict[str, Any] | None = None) -> Iterator[list[Screened]]:
-    """Screen ``plan.todo``, writing rows and extras; yields each batch's ``Screened`` items."""
+              batch_size: int = 8, pixel_spacing_mm: float | None = None, covariates: dict[str, Any] | None = None
+              ) -> Iterator[list[Screened]]:
+    """Screen ``plan.todo``, writing rows and extras; returns an iterator of each batch's ``Screened`` items.
+    The output file is checked (and, resuming, its columns compared) before anything is screened."""
     if outputs.heatmaps is not None and not screener.supports_heatmaps:
         raise OsteopanoError(screener.heatmap_unavailable)
+    writer = (RowWriter(outputs.out, screener.columns(), resume=resume, drop=plan.retried)
+              if outputs.out is not None else None)
+    return _batches(screener, inputs, plan, outputs, writer, batch_size, pixel_spacing_mm, covariates)
+
+
+def _batches(screener: Screener, inputs: list[Path], plan: Plan, outputs: Outputs, writer: RowWriter | None,
+             batch_size: int, pixel_spacing_mm: float | None, covariates: dict[str, Any] | None
+             ) -> Iterator[list[Screened]]:
     heatmap = outputs.heatmaps is not None or (outputs.report is not None and screener.supports_heatmaps)
     names = OutputNames(inputs, outputs.folders())
     spacings = manifest_spacings(plan.todo)
-    writer = (RowWriter(outputs.out, screener.columns(), resume=resume, drop=plan.retried)
-              if outputs.out is not None else None)
     try:
         for pairs in screener.iter_screen(plan.todo, heatmap=heatmap, batch_size=batch_size,
                                           pixel_spacing_mm=pixel_spacing_mm, spacings=spacings,
