@@ -88,7 +88,8 @@ class Screener:
         radiograph = as_radiograph(image)  # an unreadable file raises its ImageReadError here
         [(result, _)] = next(self.iter_screen([radiograph], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm,
                                               covariates=covariates))
-        if result.error and result.probability is None and result.measurement is None:
+        unscored = result.probability is None if self.engine is not None else result.measurement is None
+        if result.error and unscored:
             raise OsteopanoError(result.error)
         return result
 
