@@ -643,3 +643,22 @@ def test_page_and_reports_are_built_without_temporary_files(monkeypatch, measure
     assert response.status_code == 200, response.text
     pdf = re.search(r'href="(/report/[^"]+/pdf)"', response.text).group(1)
     assert measure_client.get(pdf).content.startswith(b"%PDF")
+
+
+def test_serve_without_a_model_runs_measurement_mode(monkeypatch, capsys, tmp_path):
+    import uvicorn
+    from screen_support import run_cli
+
+    served: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--port", "8123", "--threshold-mm", "2.5",
+                           "--allowed-host", "opg.lan", "--keep-uploads", str(tmp_path / "kept"))
+    assert code == 0, err
+    assert "measurement mode" in err and served["port"] == 8123
+    service = served["app"].state.service
+    assert not service.has_model and service.measures and service.model.threshold_mm == 2.5
+    client = TestClient(served["app"], base_url="http://opg.lan")
+    assert "2.5&nbsp;mm" in client.get("/").text
+    assert stat.S_IMODE((tmp_path / "kept").stat().st_mode) == 0o700
+    code, _, err = run_cli(monkeypatch, capsys, "serve", str(tmp_path / "no-such-run"))
+    assert code != 0 and "model not found" in err and "Traceback" not in err
