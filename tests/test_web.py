@@ -662,3 +662,25 @@ def test_serve_without_a_model_runs_measurement_mode(monkeypatch, capsys, tmp_pa
     assert stat.S_IMODE((tmp_path / "kept").stat().st_mode) == 0o700
     code, _, err = run_cli(monkeypatch, capsys, "serve", str(tmp_path / "no-such-run"))
     assert code != 0 and "model not found" in err and "Traceback" not in err
+
+
+def test_dicom_upload_offers_the_sr_and_the_overlay_in_the_source_study(measure_client, phantom_files):
+    import pydicom
+
+    dcm, png = phantom_files
+    source = pydicom.dcmread(dcm)
+    html = measure_client.post("/screen", files={"file": ("opg.dcm", dcm.read_bytes())}).text
+    links = {fmt: url for url, fmt in re.findall(r'href="(/report/[^"]+/(sr|sc|html|pdf))"', html)}
+    assert {"sr", "sc"} <= set(links)
+    downloads = {}
+    for fmt in ("sr", "sc"):
+        response = measure_client.get(links[fmt])
+        assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
+        downloads[fmt] = pydicom.dcmread(io.BytesIO(response.content))
+    sr, sc = downloads["sr"], downloads["sc"]
+    assert sr.Modality == "SR" and sr.StudyInstanceUID == sc.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID
+    assert source.SOPInstanceUID in str(sr)   # the SR references the measured image
+    assert (sc.Rows, sc.Columns) == (source.Rows, source.Columns) and sc.SamplesPerPixel == 3
+    # a PNG has no study to join: no DICOM outputs
+    assert "/sr" not in measure_client.post("/screen", files={"file": ("opg.png", png.read_bytes())}).text

@@ -81,7 +81,13 @@ from osteopano.web.schema import (
 from osteopano.web.security import SecurityHeaders, allowed_host_names
 from osteopano.web.service import BODY_TIMEOUT_S, Service, _json_default
 from osteopano.web.store import ReportStore
-from osteopano.web.upload import ClientDisconnect, Upload, WebError, sniff_image_type
+from osteopano.web.upload import (
+    ClientDisconnect,
+    Upload,
+    WebError,
+    as_part10,
+    sniff_image_type,
+)
 
 __all__ = ["ReportStore", "Service", "WebError", "allowed_host_names", "create_app", "heatmap_png", "sniff_image_type"]
 
@@ -89,6 +95,10 @@ log = logging.getLogger("osteopano.web.app")
 
 DISPLAY_WIDTH = 1400             # images on the result page are shrunk to this width
 STATIC_DIR = Path(__file__).with_name("static")
+REPORT_MEDIA = {"html": ("text/html; charset=utf-8", "osteopano-report.html"),
+                "pdf": ("application/pdf", "osteopano-report.pdf"),
+                "sr": ("application/dicom", "osteopano-sr.dcm"),          # the measurement report (TID 1500)
+                "sc": ("application/dicom", "osteopano-overlay-sc.dcm")}  # the overlay, Secondary Capture
 
 
 
@@ -238,14 +248,13 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
 
     @app.get("/report/{token}/{fmt}", include_in_schema=False)
     async def report(token: str, fmt: str) -> Response:
-        if fmt not in ("html", "pdf"):
-            raise WebError(404, "unknown report format (html or pdf)")
+        if fmt not in REPORT_MEDIA:
+            raise WebError(404, "unknown report format (html, pdf, sr or sc)")
         data = service.reports.take(token, fmt)
         if data is None:
             raise WebError(404, "this report has expired or was already downloaded; upload the image again")
-        media = "text/html; charset=utf-8" if fmt == "html" else "application/pdf"
-        return Response(data, media_type=media,
-                        headers={"Content-Disposition": f'attachment; filename="osteopano-report.{fmt}"'})
+        media, filename = REPORT_MEDIA[fmt]
+        return Response(data, media_type=media, headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
     @app.post("/api/v1/screen", response_model=ScreenResponse, openapi_extra=UPLOAD_BODY,
               responses={code: {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()},
@@ -351,7 +360,7 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload, spacing: f
         measurement_view,
         overlay_rgb,
     )
-    from osteopano.web.report import build_web_report
+    from osteopano.web.report import build_dicom_outputs, build_web_report
 
     screening = service.run(upload, spacing, heatmap=service.has_model)
     radiograph, result = screening.radiograph, screening.result
@@ -363,7 +372,17 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload, spacing: f
     cortex = overlay_rgb(radiograph, m) if m is not None else None
     html, pdf = build_web_report(radiograph, result, card, heatmap_overlay=heat, measurement=m,
                                  cortex_overlay=cortex)   # in memory only
-    token = service.reports.put({"html": html.encode("utf-8"), "pdf": pdf})
+    files = {"html": html.encode("utf-8"), "pdf": pdf}
+    dicom_formats: list[str] = []
+    if upload.kind == "dicom" and m is not None:
+        try:
+            dicom = build_dicom_outputs(as_part10(upload.data), result, cortex)
+        except Exception as exc:  # noqa: BLE001 - an odd source header must not cost the page its result
+            log.info("no DICOM SR/SC for this upload (%s)", type(exc).__name__)  # the message may quote tags
+        else:
+            files.update(dicom)
+            dicom_formats = sorted(dicom, reverse=True)   # 'sr', 'sc'
+    token = service.reports.put(files)
     view: dict[str, Any] = {
         "result": result,
         "scored": scored,
@@ -378,6 +397,8 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload, spacing: f
         "size": f"{radiograph.pixels.shape[1]} x {radiograph.pixels.shape[0]} px",
         "report_token": token,
         "report_formats": ["html", "pdf"],
+        "dicom_formats": dicom_formats,
+        "is_dicom": upload.kind == "dicom",
     }
     if scored:
         view.update(probability_pct=100.0 * float(result.probability), threshold_pct=100.0 * float(result.threshold),
