@@ -8,7 +8,8 @@ model the page shows the model's score and the measurement side by side.
 Routes
     ``GET /``                 upload page (drag-and-drop or file picker, optional pixel spacing)
     ``POST /screen``          the page's form upload -> result page (HTML)
-    ``GET /report/{token}/{html|pdf}``  the result's report, downloadable once, for a short time
+    ``GET /report/{token}/{html|pdf|sr|sc}``  the result's report (and, for a DICOM upload, the DICOM
+                              Structured Report and overlay Secondary Capture), each downloadable once
     ``POST /api/v1/screen``   multipart field ``file`` (+ ``?heatmap=true``) -> the model's result (JSON)
     ``POST /api/v1/measure``  multipart ``file`` (+ ``pixel_spacing_mm``) -> the cortex measurement (JSON)
     ``GET /api/v1/model``     the model card
