@@ -150,8 +150,11 @@ def test_inspect_report(tmp_path: Path) -> None:
         "img/broken.png,normal,P3\n"
         "img/gone.png,,P4\n"
     )
-    report = inspect_dataset(discover(tmp_path))
+    with pytest.raises(DataError, match="same image with different labels.*--allow-duplicates"):
+        discover(tmp_path)  # refused by default (the same bytes labelled both ways)
+    report = inspect_dataset(discover(tmp_path, allow_duplicates=True))
     json.dumps(report)  # JSON-ready
+    assert [p["kind"] for p in report["problems"]] == ["conflicting_labels"]
     assert (report["n_images"], report["usable"], report["usable_labelled"]) == (5, 3, 3)
     assert report["classes"] == {"normal": 3, "osteoporosis": 1} and report["unlabelled"] == 1
     assert report["n_patients"] == 4 and report["patients_with_multiple_images"] == 1
