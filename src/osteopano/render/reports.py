@@ -37,11 +37,14 @@ from osteopano import __version__
 from osteopano.io.files import atomic_write_bytes, atomic_write_text
 from osteopano.model.card import CardView
 from osteopano.render.display import display_u8, png_data_uri
-from osteopano.render.texts import (DISCLAIMER, MCW_THRESHOLD_MM, decision_text, format_probability,
-                                    format_width, plain_language)
+from osteopano.render.texts import (DISCLAIMER, MCW_THRESHOLD_MM, classical_decision_text, decision_text,
+                                    format_probability, format_width, plain_language)
 
 HTML_WIDTH = 1200   # images in the HTML are downscaled to this width (px)
 TEMPLATE = "report.html"
+CORTEX_CAPTION = "Cortical width measurement"
+CORTEX_NOTE = ("Traced lower border of the mandible (cyan), endosteal margin (yellow) and the measured width "
+               "at each site (red). Check the lines before relying on the widths.")
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -179,10 +182,12 @@ def _mcw_context(m: Any) -> dict[str, Any] | None:
 
 def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
                    heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
-                   *, now: datetime | None = None) -> dict[str, Any]:
+                   *, now: datetime | None = None, cortex_overlay: np.ndarray | None = None) -> dict[str, Any]:
     """Everything the report shows, as display-ready values (shared by the HTML and the PDF).
 
-    Keeps the display images as arrays under ``'grey'`` and ``'overlay'`` (RGB uint8 or None).
+    Keeps the display images as arrays under ``'grey'``, ``'overlay'`` (Grad-CAM) and ``'cortex'`` (the
+    traced border and widths), RGB uint8 or None. Without a model score, a measurement is the screen: the
+    decision and texts are the cortical width's (the classical index) and the model section is empty.
     """
     view = CardView.of(card)
     pixels = np.asarray(getattr(radiograph, "pixels", radiograph), dtype=np.float32)
@@ -194,7 +199,7 @@ def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
     decision = None if error or prob is None else bool(getattr(result, "decision", None))
     spacing = getattr(result, "pixel_spacing_mm", None) or getattr(radiograph, "pixel_spacing_mm", None)
     path = getattr(result, "path", None) or getattr(radiograph, "path", None)
-    return {
+    ctx = {
         "title": "Osteoporosis screening report",
         "generated": (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
         "image_name": Path(str(path)).name if path else None,
@@ -219,7 +224,16 @@ def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
         "grey": display_u8(pixels),
         "overlay": None if heatmap_overlay is None else np.ascontiguousarray(heatmap_overlay, dtype=np.uint8),
         "heatmap_note": _heatmap_note(getattr(result, "heatmap", None)),
+        "cortex": None if cortex_overlay is None else np.ascontiguousarray(cortex_overlay, dtype=np.uint8),
     }
+    if prob is None and measurement is not None and not error:
+        ctx.update(decision=measurement.decision, decision_text=classical_decision_text(measurement),
+                   error="Screened by the mandibular cortical width only: no model was used, so there is no "
+                         "model score.",
+                   training={"banner": None, "summary": "No model: the classical cortical width measurement only.",
+                             "description": None, "provenance": "none"},
+                   metrics=[], card_rows=[], intended_use=None)
+    return ctx
 
 
 def _heatmap_note(heatmap: np.ndarray | None) -> str:
@@ -245,6 +259,8 @@ def _render_html(ctx: dict[str, Any]) -> str:
     images = [("Radiograph", png_data_uri(ctx["grey"], HTML_WIDTH), "The radiograph as screened.")]
     if ctx["overlay"] is not None:
         images.append(("Where the model looked (Grad-CAM)", png_data_uri(ctx["overlay"], HTML_WIDTH), ctx["heatmap_note"]))
+    if ctx["cortex"] is not None:
+        images.append((CORTEX_CAPTION, png_data_uri(ctx["cortex"], HTML_WIDTH), CORTEX_NOTE))
     return _environment().get_template(TEMPLATE).render(**ctx, images=images)
 
 
@@ -273,22 +289,25 @@ def html_to_pdf(html: str) -> bytes:
 
 
 def build_report(radiograph: Any, result: Any, card: dict[str, Any] | None,
-                 heatmap_overlay: np.ndarray | None = None, measurement: Any = None) -> tuple[str, bytes]:
-    """The report as (HTML text, PDF bytes), in memory; the PDF is rendered from the same HTML."""
-    html = _render_html(report_context(radiograph, result, card, heatmap_overlay, measurement))
+                 heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
+                 cortex_overlay: np.ndarray | None = None) -> tuple[str, bytes]:
+    """The report as (HTML text, PDF bytes), in memory; the PDF is rendered from the same HTML.
+    ``cortex_overlay``: the traced border and widths drawn on the radiograph (RGB), shown when given."""
+    html = _render_html(report_context(radiograph, result, card, heatmap_overlay, measurement,
+                                       cortex_overlay=cortex_overlay))
     return html, html_to_pdf(html)
 
 
 def write_report(out_dir: str | Path, radiograph: Any, result: Any, card: dict[str, Any] | None,
                  heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
-                 stem: str | None = None) -> dict[str, Path]:
+                 stem: str | None = None, cortex_overlay: np.ndarray | None = None) -> dict[str, Path]:
     """Write ``<stem>.html`` and ``<stem>.pdf`` into ``out_dir``, atomically; returns
     ``{'html': path, 'pdf': path}``. ``stem`` defaults to the image's file stem; batch callers pass a
     unique name (``osteopano.io.walk.OutputNames``)."""
     out_dir = Path(out_dir)
     stem = stem or report_stem(result)
     paths = {"html": out_dir / f"{stem}.html", "pdf": out_dir / f"{stem}.pdf"}
-    html, pdf = build_report(radiograph, result, card, heatmap_overlay, measurement)
+    html, pdf = build_report(radiograph, result, card, heatmap_overlay, measurement, cortex_overlay)
     atomic_write_text(paths["html"], html)
     atomic_write_bytes(paths["pdf"], pdf)
     return paths
