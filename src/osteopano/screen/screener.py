@@ -192,7 +192,7 @@ class Screener:
         verdict = check_radiograph(image)
         if verdict.passed:
             return None
-        return f"{image.path or 'image'}: not screened, not a dental panoramic radiograph ({verdict.reason})"
+        return f"{image.path or 'image'}: not screened, {verdict.reason}"
 
 
 def load(path: str | Path | None = None, *, engine: str = "auto", threshold: float | None = None,
