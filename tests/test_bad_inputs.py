@@ -9,7 +9,7 @@ What must hold, per entry point:
 * inspect --json: the kind is listed as unusable with its reason.
 * web: the API answers 4xx with a one-line JSON "detail" and no probability; the page shows no decision.
 The screener (predict, measure, web) runs the gate; `osteopano inspect` does not yet (the lead's
-wiring: inspect_dataset(gate=True)), so its non-radiograph cases are xfail (non-strict) until then.
+wiring: inspect_dataset(gate=check_radiograph)), so its non-radiograph cases are xfail (non-strict) until then.
 Data-set problems (duplicates across splits, conflicting rows, paths outside the folder, a non-numeric
 age with --covariates age) must make `train` and `inspect` stop with one line.
 """
@@ -170,8 +170,9 @@ def test_inspect_lists_it_as_unusable(inspect_report, bad, kind):
 
 def test_inspect_dataset_with_the_gate_refuses_every_non_radiograph(bad):
     from osteopano.data.dataset import discover, inspect_dataset
+    from osteopano.prepare.gate import check_radiograph
 
-    report = inspect_dataset(discover(bad["_root"]), gate=True)
+    report = inspect_dataset(discover(bad["_root"]), gate=check_radiograph)
     gated = {Path(i["path"]).name for i in report["unreadable"] if i.get("gate")}
     assert gated == {bad[k].name for k in NOT_RADIOGRAPHS}
     assert report["usable_classes"] == {"normal": 1, "osteoporosis": 1}

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -337,17 +338,18 @@ def _range(values: list[float]) -> dict[str, float] | None:
 
 
 def inspect_dataset(
-    ds: Dataset, *, read_images: bool = True, progress: bool = False, gate: bool = False
+    ds: Dataset, *, read_images: bool = True, progress: bool = False,
+    gate: Callable[[Any], Any] | None = None,
 ) -> dict[str, Any]:
     """Check every sample and return the JSON-ready report behind ``osteopano inspect``.
 
     ``read_images`` fully decodes every file (so a truncated PNG is caught); without it only
-    existence and file hashes are checked. ``gate`` runs the radiograph gate
-    (``osteopano.prepare.gate``) on each decoded image: a refused one is listed in ``unreadable``
-    with the gate's reason (and ``"gate": true``) and is not usable. ``progress`` shows a Rich
-    progress bar (console use).
+    existence and file hashes are checked. ``gate``: a function judging each decoded image, returning
+    a verdict with ``passed`` and ``reason`` (``osteopano.prepare.gate.check_radiograph``; passed in
+    because data/ sits below prepare/ in the layers): a refused image is listed in ``unreadable`` with
+    the gate's reason (and ``"gate": true``) and is not usable. ``progress`` shows a Rich progress
+    bar (console use).
     """
-    from osteopano.prepare.gate import check_radiograph
 
     widths: list[int] = []
     heights: list[int] = []
@@ -366,8 +368,8 @@ def inspect_dataset(
             by_hash[_sha256(sample.path)].append(rel)
             if read_images:
                 image = read_image(sample.path)
-                if gate:
-                    verdict = check_radiograph(image)
+                if gate is not None:
+                    verdict = gate(image)
                     if not verdict.passed:
                         unreadable.append({"path": rel, "reason": str(verdict.reason), "gate": True})
                         return

@@ -32,6 +32,7 @@ Pixel spacing is only taken from metadata that can describe a detector: DICOM Pi
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -385,12 +386,22 @@ def _pil_to_unit(img: Image.Image) -> tuple[np.ndarray, float]:
 
 
 def _chroma(arr: np.ndarray) -> float:
-    """Colour variation of an (H, W, 3) [0, 1] array (``osteopano.prepare.gate.chroma_spread``); 0 for grey."""
-    if arr.ndim != 3:
-        return 0.0
-    from osteopano.prepare.gate import chroma_spread
+    """Colour variation of an (H, W, 3) [0, 1] array (``chroma_spread``); 0 for grey."""
+    return chroma_spread(arr) if arr.ndim == 3 else 0.0
 
-    return chroma_spread(arr)
+
+def chroma_spread(rgb: np.ndarray) -> float:
+    """How much the hue varies across an (H, W, 3) [0, 1] image: the standard deviation of the
+    chromaticities r = R/(R+G+B) and g = G/(R+G+B) over pixels that are not dark. A grey image
+    and a uniformly tinted one (sepia, a film photographed on a lightbox) score about 0."""
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))
+    s = np.asarray(rgb[::step, ::step, :3], np.float32).reshape(-1, 3)
+    total = s.sum(axis=1)
+    s, total = s[total > 0.3], total[total > 0.3]
+    if len(total) < 16:
+        return 0.0
+    r, g = s[:, 0] / total, s[:, 1] / total
+    return float(math.hypot(float(r.std()), float(g.std())))
 
 
 def _to_grey(arr: np.ndarray) -> np.ndarray:

@@ -48,6 +48,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from osteopano.io.images import chroma_spread
+
 MIN_WIDTH, MIN_HEIGHT = 180, 90
 ASPECT_RANGE = (1.6, 3.2)
 SQUARE_TOLERANCE = 0.03
@@ -120,20 +122,6 @@ def _unpack(radiograph: Any) -> tuple[np.ndarray, int, float]:
     if arr.ndim != 2:
         raise ValueError(f"expected an (H, W) or (H, W, 3) image, got shape {np.shape(radiograph)}")
     return np.clip(arr, 0.0, 1.0), bits, chroma
-
-
-def chroma_spread(rgb: np.ndarray) -> float:
-    """How much the hue varies across an (H, W, 3) [0, 1] image: the standard deviation of the
-    chromaticities r = R/(R+G+B) and g = G/(R+G+B) over pixels that are not dark. A grey image
-    and a uniformly tinted one (sepia, a film photographed on a lightbox) score about 0."""
-    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))
-    s = np.asarray(rgb[::step, ::step, :3], np.float32).reshape(-1, 3)
-    total = s.sum(axis=1)
-    s, total = s[total > 0.3], total[total > 0.3]
-    if len(total) < 16:
-        return 0.0
-    r, g = s[:, 0] / total, s[:, 1] / total
-    return float(math.hypot(float(r.std()), float(g.std())))
 
 
 # ----------------------------------------------------------------------------- checks
