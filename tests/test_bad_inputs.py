@@ -8,8 +8,7 @@ What must hold, per entry point:
 * measure: the kind's row has an error and no width.
 * inspect --json: the kind is listed as unusable with its reason.
 * web: the API answers 4xx with a one-line JSON "detail" and no probability; the page shows no decision.
-The screener (predict, measure, web) runs the gate; `osteopano inspect` does not yet (the lead's
-wiring: inspect_dataset(gate=check_radiograph)), so its non-radiograph cases are xfail (non-strict) until then.
+The screener (predict, measure, web) and `osteopano inspect` run the gate.
 Data-set problems (duplicates across splits, conflicting rows, paths outside the folder, a non-numeric
 age with --covariates age) must make `train` and `inspect` stop with one line.
 """
@@ -29,8 +28,8 @@ from bad_inputs import NOT_RADIOGRAPHS, READ_ERRORS, make_all, phantom_u8
 from PIL import Image
 from screen_support import exported_onnx, run_cli
 
-INSPECT_GATE_WIRING = pytest.mark.xfail(reason="needs gate wiring in `osteopano inspect` (lead)",
-                                        strict=False)
+from osteopano.prepare.gate import check_radiograph
+
 GATE_REASON = "not a dental panoramic radiograph"
 
 
@@ -158,7 +157,7 @@ def test_measure_refuses(measure_rows, bad, kind):
 # ----------------------------------------------------------------------------- inspect
 
 
-@pytest.mark.parametrize("kind", _kinds(INSPECT_GATE_WIRING))
+@pytest.mark.parametrize("kind", _kinds())
 def test_inspect_lists_it_as_unusable(inspect_report, bad, kind):
     reasons = {Path(item["path"]).name: item["reason"] for item in inspect_report["unreadable"]}
     name = bad[kind].name
@@ -170,7 +169,6 @@ def test_inspect_lists_it_as_unusable(inspect_report, bad, kind):
 
 def test_inspect_dataset_with_the_gate_refuses_every_non_radiograph(bad):
     from osteopano.data.dataset import discover, inspect_dataset
-    from osteopano.prepare.gate import check_radiograph
 
     report = inspect_dataset(discover(bad["_root"]), gate=check_radiograph)
     gated = {Path(i["path"]).name for i in report["unreadable"] if i.get("gate")}
@@ -274,7 +272,6 @@ def test_allow_duplicates_records_the_problems(tmp_path, problem):
     assert inspect_dataset(ds, read_images=False)["problems"] == ds.problems
 
 
-@pytest.mark.xfail(reason="needs --allow-duplicates on `osteopano inspect` / `train` (lead)", strict=False)
 def test_cli_allow_duplicates_flag(tmp_path, monkeypatch, capsys):
     data, _ = _dataset_problem(tmp_path, "duplicate-other-patient")
     code, out, err = run_cli(monkeypatch, capsys, "inspect", str(data), "--json", "--allow-duplicates")

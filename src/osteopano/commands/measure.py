@@ -12,7 +12,7 @@ def command(
     inputs: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     pixel_spacing: float | None = typer.Option(
         None, "--pixel-spacing", min=0.001, max=5.0,
-        help="Pixel spacing in mm for every image; overrides a manifest.csv and the file's own spacing."),
+        help="Pixel spacing in mm for every image (the spacing rule: README, Pixel spacing)."),
     out: Path | None = typer.Option(None, "--out", help="Append one row per image to FILE.csv or FILE.jsonl as "
                                     "it is done (jsonl adds the traced border and endosteal margin polylines)."),
     overlays: Path | None = typer.Option(None, "--overlays", help="Write an overlay PNG per image into DIR."),

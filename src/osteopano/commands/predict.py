@@ -24,8 +24,7 @@ def command(
     threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                            help="Decision threshold instead of the model's own."),
     pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
-                                               help="Pixel spacing in mm for every image; overrides a manifest.csv "
-                                               "beside the images and the file's own (docs: the spacing rule)."),
+                                               help="Pixel spacing in mm for every image (the spacing rule: README, Pixel spacing)."),
     measure: bool = typer.Option(False, "--measure", help="Add the mandibular cortical width columns "
                                  "(osteopano.cortex.measure) to each row."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out, screen the images not in it "

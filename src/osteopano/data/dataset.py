@@ -29,7 +29,6 @@ import hashlib
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -338,19 +337,16 @@ def _range(values: list[float]) -> dict[str, float] | None:
 
 
 def inspect_dataset(
-    ds: Dataset, *, read_images: bool = True, progress: bool = False,
-    gate: Callable[[Any], Any] | None = None,
+    ds: Dataset, *, read_images: bool = True, progress: bool = False, gate: Any = None
 ) -> dict[str, Any]:
     """Check every sample and return the JSON-ready report behind ``osteopano inspect``.
 
     ``read_images`` fully decodes every file (so a truncated PNG is caught); without it only
-    existence and file hashes are checked. ``gate``: a function judging each decoded image, returning
-    a verdict with ``passed`` and ``reason`` (``osteopano.prepare.gate.check_radiograph``; passed in
-    because data/ sits below prepare/ in the layers): a refused image is listed in ``unreadable`` with
-    the gate's reason (and ``"gate": true``) and is not usable. ``progress`` shows a Rich progress
-    bar (console use).
+    existence and file hashes are checked. ``gate`` (a checker such as
+    ``osteopano.prepare.gate.check_radiograph``) runs on each decoded image: a refused one is listed in ``unreadable``
+    with the gate's reason (and ``"gate": true``) and is not usable. ``progress`` shows a Rich
+    progress bar (console use).
     """
-
     widths: list[int] = []
     heights: list[int] = []
     spacings: list[float] = []

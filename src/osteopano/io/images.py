@@ -385,11 +385,6 @@ def _pil_to_unit(img: Image.Image) -> tuple[np.ndarray, float]:
     return _to_grey(grey), _chroma(grey)
 
 
-def _chroma(arr: np.ndarray) -> float:
-    """Colour variation of an (H, W, 3) [0, 1] array (``chroma_spread``); 0 for grey."""
-    return chroma_spread(arr) if arr.ndim == 3 else 0.0
-
-
 def chroma_spread(rgb: np.ndarray) -> float:
     """How much the hue varies across an (H, W, 3) [0, 1] image: the standard deviation of the
     chromaticities r = R/(R+G+B) and g = G/(R+G+B) over pixels that are not dark. A grey image
@@ -402,6 +397,13 @@ def chroma_spread(rgb: np.ndarray) -> float:
         return 0.0
     r, g = s[:, 0] / total, s[:, 1] / total
     return float(math.hypot(float(r.std()), float(g.std())))
+
+
+def _chroma(arr: np.ndarray) -> float:
+    """Colour variation of an (H, W, 3) [0, 1] array (``osteopano.prepare.gate.chroma_spread``); 0 for grey."""
+    if arr.ndim != 3:
+        return 0.0
+    return chroma_spread(arr)
 
 
 def _to_grey(arr: np.ndarray) -> np.ndarray:

@@ -48,7 +48,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from osteopano.io.images import chroma_spread
+from osteopano.io.images import chroma_spread  # noqa: F401  (the colour measure, computed at decoding)
 
 MIN_WIDTH, MIN_HEIGHT = 180, 90
 ASPECT_RANGE = (1.6, 3.2)

@@ -4,7 +4,7 @@
 it, so every image is decoded once and its cortex measured at most once (an ROI model's crops reuse
 the measurement that ``--measure`` reports). Without a model (``engine=None``) it measures only.
 
-* the pixel spacing follows ``osteopano.prepare.spacing`` (option > manifest > file > unknown);
+* the pixel spacing follows the one rule of ``osteopano.prepare.spacing``;
 * the radiograph gate (``osteopano.prepare.gate``) refuses what is not a panoramic radiograph before
   anything is scored (``gate=False`` for research use; recorded in the result as 'off');
 * an image that cannot be read, is refused, or cannot be prepared becomes a result with ``error`` set
