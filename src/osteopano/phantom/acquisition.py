@@ -67,8 +67,9 @@ def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.ra
     h, w = att.shape
     if acq["gradient"] > 0:  # uneven exposure: a smooth ramp across the field
         th = math.radians(acq["gradient_angle_deg"])
-        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-        ramp = ((xx / w - 0.5) * math.cos(th) + (yy / h - 0.5) * math.sin(th)).astype(np.float32)
+        xx = ((np.arange(w, dtype=np.float32) / w - 0.5) * math.cos(th))[None, :]
+        yy = ((np.arange(h, dtype=np.float32) / h - 0.5) * math.sin(th))[:, None]
+        ramp = xx + yy
         att = att * (1 + acq["gradient"] * ramp)
     img = (1 - np.exp(-acq["exposure"] * np.clip(att, 0, None))) / (1 - math.exp(-acq["exposure"] * 1.1))
     sample = img[::4, ::4][metal[::4, ::4] < 0.5]  # the modality's automatic windowing ignores metal
@@ -86,15 +87,19 @@ def _frame(img: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> 
     base = acq["frame_mm"] / mm
     widths = [base * rng.uniform(0.3, 1.6) * (1 + 0.4 * np.sin(np.linspace(0, rng.uniform(2, 9), n)
               + rng.uniform(0, 6))) for n in (w, w, h, h)]  # top, bottom, left, right  # fmt: skip
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    inside = np.minimum.reduce([
-        yy - widths[0][None, :], (h - 1 - yy) - widths[1][None, :],
-        xx - widths[2][:, None], (w - 1 - xx) - widths[3][:, None],
-    ])  # fmt: skip
+    yy = np.arange(h, dtype=np.float32)[:, None]
+    xx = np.arange(w, dtype=np.float32)[None, :]
+    widths = [v.astype(np.float32) for v in widths]
+    inside = np.minimum(yy - widths[0][None, :], (h - 1 - yy) - widths[1][None, :])
+    np.minimum(inside, xx - widths[2][:, None], out=inside)
+    np.minimum(inside, (w - 1 - xx) - widths[3][:, None], out=inside)
     soft = 2.0 / mm * rng.uniform(0.3, 1.0)
-    t = smoothstep(0.5 - inside / soft)
     level = rng.uniform(0.85, 1.0)
-    return img * (1 - t) + level * t
+    band = inside < soft  # only the frame's pixels need blending
+    t = smoothstep(0.5 - inside[band] / soft)
+    img = img.copy()
+    img[band] = img[band] * (1 - t) + level * t
+    return img
 
 
 def detector(img: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> np.ndarray:
@@ -105,11 +110,13 @@ def detector(img: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.
     if acq["texture"] > 0:
         rows = cv2.GaussianBlur(rng.standard_normal((h, 1)).astype(np.float32), (0, 0), 1.5)
         cols = cv2.GaussianBlur(rng.standard_normal((1, w)).astype(np.float32), (0, 0), 3.0)
-        grain = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.2)
+        grain = cv2.resize(rng.standard_normal((h // 2 + 1, w // 2 + 1), np.float32), (w, h),
+                           interpolation=cv2.INTER_LINEAR)  # fmt: skip
         img = img + acq["texture"] * (1.4 * rows / (rows.std() + 1e-6) + 0.6 * cols / (cols.std() + 1e-6)
                                       + 0.8 * grain / (grain.std() + 1e-6))  # fmt: skip
-    img = img + acq["noise_poisson"] * np.sqrt(np.clip(img, 0, None)) * rng.standard_normal(img.shape, np.float32)
-    img = img + acq["noise_gauss"] * rng.standard_normal(img.shape, np.float32)
+    # quantum (signal-dependent) and read noise in one Gaussian draw: var = p^2 * signal + g^2
+    sd = np.sqrt(acq["noise_poisson"] ** 2 * np.clip(img, 0, None) + acq["noise_gauss"] ** 2)
+    img = img + sd * rng.standard_normal(img.shape, np.float32)
     if metal.any():  # metal saturates the detector (white whatever the exposure)
         img = np.maximum(img, np.maximum(metal, cv2.GaussianBlur(metal, (0, 0), 0.6)) * 1.05)
     return img

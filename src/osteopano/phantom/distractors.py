@@ -164,19 +164,19 @@ class _Grids:
 
 def _skull_base(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
     j = lambda s: float(rng.normal(0, s))  # noqa: E731 - small anatomical jitter
-    g.ell(g.broad, 0, -85, 175, 42, 0.2)  # skull base
+    g.ell(g.broad, 0, -88, 175, 45, 0.28)  # skull base
     g.ell(g.broad, 0, -45, 105 + j(3), 38 + j(2), 0.13)  # maxilla / midface
     for _ in range(int(rng.integers(6, 14))):  # thin bony edges crossing the upper field
-        x0, y0 = rng.uniform(-150, 150), rng.uniform(-90, -40)
+        x0, y0 = rng.uniform(-150, 150), rng.uniform(-80, -35)
         ang, length = rng.uniform(-0.6, 0.6), rng.uniform(20, 70)
         pts = [(x0, y0), (x0 + length * np.cos(ang) / 2, y0 + length * np.sin(ang) / 2 + j(3)),
                (x0 + length * np.cos(ang), y0 + length * np.sin(ang))]
-        g.line(g.fine, pts, rng.uniform(0.02, 0.06), rng.uniform(0.6, 2.0))
+        g.line(g.fine, pts, rng.uniform(0.03, 0.09), rng.uniform(0.6, 2.0))
     for sx in (-1, 1):
-        g.ell(g.fine, sx * (38 + j(2)), -86 + j(2), 20, 15, 0.07, thick=1.5, a0=150, a1=390)  # orbit rims
-        g.ell(g.broad, sx * 38, -86, 17, 12, -0.05)  # orbit
-        g.line(g.fine, [(sx * 20, -72 + j(2)), (sx * 75, -70 + j(2)), (sx * 120, -66 + j(3)), (sx * 160, -58)],
-               0.05, 2.5)  # petrous ridge / skull base line  # fmt: skip
+        g.ell(g.fine, sx * (36 + j(2)), -74 + j(2), 20, 14, 0.11, thick=1.5, a0=150, a1=390)  # orbit rims
+        g.ell(g.broad, sx * 36, -76, 17, 11, -0.07)  # orbit
+        g.line(g.fine, [(sx * 20, -66 + j(2)), (sx * 75, -64 + j(2)), (sx * 120, -60 + j(3)), (sx * 160, -52)],
+               0.08, 2.5)  # petrous ridge / skull base line  # fmt: skip
         g.ell(g.fine, sx * (anat.gonial_x[0 if sx < 0 else 1] / anat.k + 12), -46, 11, 9, 0.08, thick=1.2,
               a0=180, a1=360)  # glenoid fossa  # fmt: skip
         g.ell(g.broad, sx * 160, 10, 18, 80, 0.08)  # lateral cervical spine / skull
@@ -185,7 +185,7 @@ def _skull_base(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
 def _zygomatic_arches(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
     for sx in (-1, 1):
         y0 = -56 + float(rng.normal(0, 2))
-        g.line(g.fine, [(sx * 58, -60), (sx * 95, y0), (sx * 128, -53), (sx * 150, -45)], 0.09, 5)
+        g.line(g.fine, [(sx * 58, -60), (sx * 95, y0), (sx * 128, -53), (sx * 150, -45)], 0.14, 5)
         g.line(g.fine, [(sx * 60, -52), (sx * 95, y0 + 7), (sx * 125, -47)], 0.04, 1.2)  # lower edge
 
 
@@ -260,7 +260,7 @@ def _neck_soft_tissue(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> Non
     wav = rng.uniform(0.5, 3) * np.sin(xs / rng.uniform(15, 40) + rng.uniform(0, 6))
     lower = b + np.maximum(drop + wav, 1.0)
     pts = np.vstack([np.stack([xs, b - 3], 1), np.stack([xs[::-1], lower[::-1]], 1)])
-    val = rng.uniform(0.08, 0.3)
+    val = rng.uniform(0.1, 0.35)
     g.fill(g.broad, pts, 0.35 * val)
     g.fill(g.fine, pts, 0.65 * val)  # the sharp lower edge
 

@@ -77,7 +77,11 @@ def stroke(canvas: np.ndarray, raster: Raster, pts_mm: np.ndarray, thick_mm: flo
 def smoothstep(t: np.ndarray) -> np.ndarray:
     """0 below 0, 1 above 1, smooth cubic in between (float32)."""
     t = np.clip(np.asarray(t, dtype=np.float32), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
+    out = t * -2.0
+    out += 3.0
+    out *= t
+    out *= t
+    return out
 
 
 def bandpass_noise(rng: np.random.Generator, shape: tuple[int, int], s1: float, s2: float) -> np.ndarray:
