@@ -29,8 +29,10 @@ def _tile(pixels: np.ndarray, width: int, caption: str) -> np.ndarray:
     h = int(round(width * 0.4875))
     t = (cv2.resize(img, (width, h), interpolation=cv2.INTER_AREA) * 255).astype(np.uint8)
     t = cv2.cvtColor(t, cv2.COLOR_GRAY2BGR)
-    cv2.putText(t, caption, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-    cv2.putText(t, caption, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (80, 220, 255), 1, cv2.LINE_AA)
+    scale = 0.4 * width / 480
+    (tw, th), _ = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(t, (0, 0), (tw + 10, th + 10), (0, 0, 0), -1)
+    cv2.putText(t, caption, (5, th + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (80, 220, 255), 1, cv2.LINE_AA)
     return cv2.copyMakeBorder(t, 3, 3, 3, 3, cv2.BORDER_CONSTANT, value=(255, 255, 255))
 
 
