@@ -120,7 +120,7 @@ TINY = ["--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size
 def roi_run(phantoms, tmp_path_factory) -> Path:
     """ROI + covariates model, interrupted after epoch 1 of 2 and resumed."""
     pytest.importorskip("torch", reason="the training stack (torch) is not installed")
-    from osteopano.train.config import RunConfig
+    from osteopano.model.config import RunConfig
     from osteopano.prepare.intensity import Preprocess
     from osteopano.train.loop import train_run
 
