@@ -289,3 +289,11 @@ def test_cli_synth_rejects_bad_options(tmp_path, args):
     result = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--n", "2", *args])
     assert result.exit_code != 0
     assert isinstance(result.exception, OsteopanoError)
+
+
+def test_border_polyline_encoding_round_trips():
+    pts = np.array([[10.04, 20.0], [11.5, 19.25], [13.0, 18.5]])
+    text = phantom.encode_polyline(pts)
+    assert text == "10.0,20.0;11.5,19.2;13.0,18.5" or text == "10.0,20.0;11.5,19.3;13.0,18.5"
+    assert np.allclose(phantom.decode_polyline(text), pts, atol=0.051)
+    assert phantom.decode_polyline("").shape == (0, 2)

@@ -65,7 +65,7 @@ def field_matrices(raster: Raster, acq: dict[str, float], width: int, height: in
 def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> np.ndarray:
     """Attenuation (final image grid) -> detector intensity in [0, 1] before blur and noise."""
     h, w = att.shape
-    if acq["gradient"] > 0:  # uneven exposure: a smooth ramp across the field
+    if acq.get("gradient", 0.0) > 0:  # uneven exposure: a smooth ramp across the field
         th = math.radians(acq["gradient_angle_deg"])
         xx = ((np.arange(w, dtype=np.float32) / w - 0.5) * math.cos(th))[None, :]
         yy = ((np.arange(h, dtype=np.float32) / h - 0.5) * math.sin(th))[:, None]
@@ -76,7 +76,7 @@ def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.ra
     lo, hi = np.percentile(sample if sample.size else img, [0.5, 99.7])
     img = np.clip((img - lo) / (hi - lo), 0, 1) ** acq["gamma"]
     img = acq["brightness"] + 0.04 + acq["contrast"] * 0.9 * img
-    if acq["frame_mm"] > 0:  # unexposed (bright) collimation frame, uneven along the edges
+    if acq.get("frame_mm", 0.0) > 0:  # unexposed (bright) collimation frame, uneven along the edges
         img = _frame(img, acq, rng)
     return img.astype(np.float32)
 
@@ -107,7 +107,7 @@ def detector(img: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.
     saturation behind metal."""
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), acq["blur_px"])
     h, w = img.shape
-    if acq["texture"] > 0:
+    if acq.get("texture", 0.0) > 0:
         rows = cv2.GaussianBlur(rng.standard_normal((h, 1)).astype(np.float32), (0, 0), 1.5)
         cols = cv2.GaussianBlur(rng.standard_normal((1, w)).astype(np.float32), (0, 0), 3.0)
         grain = cv2.resize(rng.standard_normal((h // 2 + 1, w // 2 + 1), np.float32), (w, h),

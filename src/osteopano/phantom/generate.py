@@ -193,7 +193,7 @@ def render(
         "distractors": describe(scene.present), "border_px": encode_polyline(coarse),
     })  # fmt: skip
     for key in ACQ_KEYS:
-        truth[f"acq_{key}"] = round(acquisition[key], 5)
+        truth[f"acq_{key}"] = round(float(acquisition.get(key, 0.0)), 5)
     extra.update({
         "border_px": np.round(border, 2).tolist(),
         "site_left": [truth["site_left_x"], truth["site_left_y"]],
