@@ -13,12 +13,12 @@ import pytest
 from scipy.ndimage import gaussian_filter1d, map_coordinates
 from typer.testing import CliRunner
 
-from osteopano.phantom import generate as phantom
-from osteopano.phantom.distractors import Distractors
-from osteopano.phantom.latent import KLEMETTI_CUTS, GraderModel, sample_patient
 from osteopano.cli import app
 from osteopano.errors import OsteopanoError
 from osteopano.io.images import read_image
+from osteopano.phantom import generate as phantom
+from osteopano.phantom.distractors import Distractors
+from osteopano.phantom.latent import KLEMETTI_CUTS, GraderModel, sample_patient
 
 CONTRACT_PREFIX = (
     "path", "patient_id", "age", "sex", "tscore", "label", "klemetti", "mcw_left_mm", "mcw_right_mm",

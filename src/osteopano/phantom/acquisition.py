@@ -132,7 +132,7 @@ def burn_in(img: np.ndarray, present: dict[str, bool], rng: np.random.Generator)
         letter = "L" if u[0] < 0.75 else "R"
         scale = h / 420 * rng.uniform(0.9, 1.4)
         thick = max(1, int(round(h / 200)))
-        (tw, th), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        (tw, _th), _ = cv2.getTextSize(letter, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         x = int(w * 0.955 - tw) if letter == "L" else int(w * 0.045)
         y = int(h * rng.uniform(0.87, 0.95))
         cv2.putText(marks, letter, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, thick, cv2.LINE_AA)

@@ -8,8 +8,8 @@ random stream, so switching one off leaves everything else in the image unchange
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
 
 import cv2
 import numpy as np
@@ -95,7 +95,7 @@ class Distractors:
                 p = float(value)
             except ValueError:
                 p = float("nan")
-            if not sep or p != p:
+            if not sep or math.isnan(p):
                 raise OsteopanoError(f"--distractor {spec!r}: expected NAME=PROBABILITY, e.g. hyoid=0.5")
             if name.strip() == "all":
                 values.update({n: p for n in cls.names()})
@@ -163,7 +163,7 @@ class _Grids:
 
 
 def _skull_base(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
-    j = lambda s: float(rng.normal(0, s))  # noqa: E731 - small anatomical jitter
+    j = lambda s: float(rng.normal(0, s))
     g.ell(g.broad, 0, -88, 175, 45, 0.28)  # skull base
     g.ell(g.broad, 0, -45, 105 + j(3), 38 + j(2), 0.13)  # maxilla / midface
     for _ in range(int(rng.integers(6, 14))):  # thin bony edges crossing the upper field
@@ -197,7 +197,7 @@ def _nasal_cavity(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
 
 
 def _hard_palate(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
-    j = lambda s: float(rng.normal(0, s))  # noqa: E731
+    j = lambda s: float(rng.normal(0, s))
     g.line(g.fine, [(-64, -25), (-30, -29 + j(1)), (0, -30), (30, -29 + j(1)), (64, -25)], 0.12, 4)
     dy = rng.uniform(5, 12)  # ghost of the contralateral palate, higher and fainter
     g.line(g.fine, [(-70, -25 - dy), (-30, -30 - dy), (30, -30 - dy), (70, -25 - dy)], 0.05, 3)
@@ -305,6 +305,3 @@ def describe(present: dict[str, bool]) -> str:
     """The manifest's ``distractors`` cell: the names present, ';'-separated."""
     return ";".join(name for name, on in present.items() if on)
 
-
-def summary(d: Distractors) -> dict[str, Any]:
-    return {"distractors": d.as_dict()}

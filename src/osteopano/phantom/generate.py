@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -32,10 +31,23 @@ import numpy as np
 from osteopano import __version__
 from osteopano.errors import OsteopanoError
 from osteopano.io.files import atomic_write_json, atomic_write_text
-from osteopano.phantom.acquisition import ACQ_KEYS, burn_in, detector, expose, field_matrices, sample_acquisition
+from osteopano.phantom.acquisition import (
+    ACQ_KEYS,
+    burn_in,
+    detector,
+    expose,
+    field_matrices,
+    sample_acquisition,
+)
 from osteopano.phantom.anatomy import Anatomy, sample_anatomy
-from osteopano.phantom.distractors import (ANATOMY_KINDS, DENTAL_KINDS, IMAGE_KINDS, Distractors, anatomy_layer,
-                                           describe)  # fmt: skip
+from osteopano.phantom.distractors import (
+    ANATOMY_KINDS,
+    DENTAL_KINDS,
+    IMAGE_KINDS,
+    Distractors,
+    anatomy_layer,
+    describe,  # fmt: skip
+)
 from osteopano.phantom.latent import KLEMETTI_CUTS, GraderModel, Patient, sample_patient  # noqa: F401 (re-export)
 from osteopano.phantom.mandible import draw_mandible
 from osteopano.phantom.raster import Raster, child, smoothstep
@@ -203,7 +215,7 @@ def render(
         "metal": {f"{'lower' if j > 0 else 'upper'}_{'left' if s > 0 else 'right'}_{i + 1}": sorted(v)
                   for (j, s, i), v in scene.dentition.metal.items() if v},
     })  # fmt: skip
-    u8 = lambda m: (m * 255).astype(np.uint8)  # noqa: E731
+    u8 = lambda m: (m * 255).astype(np.uint8)
     return PhantomImage(
         pixels=pixels,
         pixel_spacing_mm=spacing,
@@ -283,6 +295,8 @@ def _write_one(task: _Task) -> dict[str, Any]:
         write_png16(out / name, ph.pixels)
     elif task.fmt == "jpeg":
         ok, buf = cv2.imencode(".jpg", (ph.pixels >> 8).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not ok:
+            raise OsteopanoError(f"{out / name}: JPEG encoding failed")
         with atomic_path(out / name) as tmp:
             Path(tmp).write_bytes(buf.tobytes())
     else:
@@ -373,6 +387,3 @@ def generate(
     })  # fmt: skip
     return rows
 
-
-def to_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True)

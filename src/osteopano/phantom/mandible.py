@@ -10,7 +10,14 @@ import numpy as np
 
 from osteopano.phantom.anatomy import Anatomy, mandible_polygon, width_profile
 from osteopano.phantom.latent import Patient
-from osteopano.phantom.raster import Raster, bandpass_noise, poly, resize, smoothstep, stroke
+from osteopano.phantom.raster import (
+    Raster,
+    bandpass_noise,
+    poly,
+    resize,
+    smoothstep,
+    stroke,
+)
 
 SITE_CLEAR_MM = 1.5  # lacunae, residues and pores stay this far (along x) from the sites
 
