@@ -37,6 +37,8 @@ EDGE_MAX_STEP_MM = 0.4    # band edges move at most this between neighbouring bo
 EDGE_PENALTY = 0.003      # per squared profile sample of edge movement
 INNER_DECAY_MM = 6.0      # the endosteal step's reward decays as exp(-depth / this)
 MIN_WIDTH_MM, MAX_WIDTH_MM = 0.5, 9.0  # a cortical band outside this is not accepted
+MIN_CONTRAST = 0.01       # cortex brighter than soft tissue / trabecular bone by at least this
+MIN_DROP = 0.1            # fallback endosteal step: at least this fraction of the profiles' strong gradients
 
 
 @dataclass
@@ -139,7 +141,7 @@ def trace_border(pixels: np.ndarray, spacing_mm: float, midline_x: float, side: 
     # Back to input pixels (centre-of-pixel convention of cv2.resize).
     x = (x_small + 0.5) / f - 0.5
     y = ndimage.gaussian_filter1d((y_small + 0.5).astype(float), 2.0) / f - 0.5
-    return _resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
+    return resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
 
 
 def _longest_run(mask: np.ndarray) -> np.ndarray:
@@ -152,7 +154,7 @@ def _longest_run(mask: np.ndarray) -> np.ndarray:
     return np.arange(starts[k], ends[k])
 
 
-def _resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
+def resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
     """Resample a polyline at equal arc steps and attach unit normals pointing up into the bone."""
     seg = np.hypot(*np.diff(xy, axis=0).T)
     arc = np.concatenate([[0.0], np.cumsum(seg)])
@@ -177,7 +179,7 @@ def refine_trace(trace: Trace, band: Band, spacing_mm: float) -> Trace | None:
     outer = np.interp(i, i[valid], band.outer_t[valid])
     xy = trace.xy + trace.normals * (outer / spacing_mm)[:, None]
     xy = ndimage.gaussian_filter1d(xy, REFINE_SMOOTH_MM / BORDER_STEP_MM, axis=0, mode="nearest")
-    return _resample_polyline(xy, BORDER_STEP_MM / spacing_mm, spacing_mm, trace.edge_strength)
+    return resample_polyline(xy, BORDER_STEP_MM / spacing_mm, spacing_mm, trace.edge_strength)
 
 
 def profiles(pixels: np.ndarray, trace: Trace, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -247,15 +249,23 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         bg = float(np.median(p[idx(to - 1.5):idx(to - 0.5) + 1]))
         cortex = float(np.percentile(p[io[i]:ii[i] + 1], 75))
         trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
-        if cortex - bg <= 0 or cortex - trab <= 0:
+        if cortex - bg <= MIN_CONTRAST:
             continue
         o = _crossing(p, t, 0.5 * (bg + cortex), idx(to - 1.5), idx(to + 1.5) + 1, True, to)
-        e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 1.0), idx(ti + 1.0) + 1, False, ti)
+        # The endosteal margin: the half-level crossing between cortex and trabecular bone where
+        # the trabecular bone is clearly darker (as on most images); on real radiographs the bone
+        # above often stays as bright as the cortex (overlapping soft tissue), and then the
+        # strongest inward drop found by the path above is the margin.
+        e = float("nan")
+        if cortex - trab > MIN_CONTRAST:
+            e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 1.0), idx(ti + 1.0) + 1, False, ti)
+        if np.isnan(e) and d[i, min(ii[i], t.size - 1)] < -MIN_DROP * scale:
+            e = ti
         if np.isnan(o) or np.isnan(e) or not (MIN_WIDTH_MM <= e - o <= MAX_WIDTH_MM):
             continue
         outer[i], inner[i] = o, e
         band = p[idx(o):idx(e) + 1]
-        porosity[i] = float(np.mean(band < 0.5 * (cortex + trab)))
+        porosity[i] = float(np.mean(band < 0.5 * (cortex + trab))) if cortex > trab else 0.0
     return Band(outer_t=outer, inner_t=inner, porosity=porosity)
 
 
