@@ -208,6 +208,23 @@ def _crossing(p: np.ndarray, t: np.ndarray, level: float, i0: int, i1: int, risi
     return float(pos[np.argmin(np.abs(pos - near))])
 
 
+def _steepest(d: np.ndarray, t: np.ndarray, i0: int, i1: int) -> float:
+    """Sub-sample position of the steepest rise of a profile (gradient ``d``) in d[i0:i1]: the
+    periosteal edge. A real border rises sharply from the soft tissue and then keeps brightening
+    slowly into the bone, so a half-level between soft tissue and the band's bright part would sit
+    inside the bone; the steepest point is where a blurred step edge is."""
+    i0, i1 = max(i0, 1), min(i1, d.size - 1)
+    if i1 - i0 < 1:
+        return float("nan")
+    k = i0 + int(np.argmax(d[i0:i1]))
+    if d[k] <= 0:
+        return float("nan")
+    y0, y1, y2 = d[k - 1], d[k], d[k + 1]
+    den = y0 - 2 * y1 + y2
+    off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+    return float(t[k] + np.clip(off, -1, 1) * (t[1] - t[0]))
+
+
 def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     """Find the periosteal and endosteal edges of the bright cortical band on each profile.
 
@@ -251,7 +268,7 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
         if cortex - bg <= MIN_CONTRAST:
             continue
-        o = _crossing(p, t, 0.5 * (bg + cortex), idx(to - 1.5), idx(to + 1.5) + 1, True, to)
+        o = _steepest(d[i], t, idx(to - 0.5), idx(to + 0.5) + 1)
         # The endosteal margin: the half-level crossing between cortex and trabecular bone where
         # the trabecular bone is clearly darker (as on most images); on real radiographs the bone
         # above often stays as bright as the cortex (overlapping soft tissue), and then the
