@@ -45,7 +45,7 @@ PLAUSIBLE_MM = (1.0, 8.0)        # widths (anatomical mm) outside are implausibl
 SPACING_RATIO = (0.6, 1.65)      # a given spacing this far from the anatomical scale is implausible
 MIDLINE_AGREE_MM = 25.0          # the symmetry axis is used when this close to the traced chin
 MIDLINE_MIN_SCORE = 0.35
-ASYM_LIMIT = 0.35                # relative difference of the sides above which the result is 'low'
+ASYM_LIMIT = 0.45                # relative difference of the sides above which the result is 'low'
 SIDE_OK, SIDE_LOW = 0.5, 0.2     # side confidence needed for 'ok' / for a usable ('low') side
 
 
@@ -188,10 +188,17 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
         notes.append("inferior border not found")
         return _result(right, left, spacing, source, threshold_mm, image, notes, nominal)
     midline_x, mid = _midline(pixels, nominal, border)
-    # Image left half = patient's right.
+    # Image left half = patient's right. Both halves of one mandible have about the same length,
+    # and the sum of the two traced reaches does not depend on where the midline was put, so the
+    # proportional sites use their mean (the longer one when the other is clearly cut short).
+    halves = {d: border.side(midline_x, d) for d in (-1, 1)}
+    reaches = [float(_distance(h[0], midline_x, mid).max()) * nominal for h in halves.values() if h is not None]
+    shared = None
+    if reaches:
+        lo, hi = min(reaches), max(reaches)
+        shared = float(np.mean(reaches)) if lo >= 0.7 * hi else hi
     for s, direction in ((right, -1), (left, +1)):
-        _measure_side(pixels, nominal, border, midline_x, mid, direction, s)
-    _share_reach(pixels, nominal, border, midline_x, mid, right, left)
+        _measure_side(pixels, nominal, halves[direction], midline_x, mid, s, shared)
     return _result(right, left, spacing, source, threshold_mm, image, notes, nominal)
 
 
@@ -218,41 +225,45 @@ def _distance(xy: np.ndarray, midline_x: float, mid: ct.Midline | None) -> np.nd
     return np.abs(mid.horizontal_distance(xy))
 
 
-def _measure_side(pixels: np.ndarray, nominal: float, border: cb.Border, midline_x: float,
-                  mid: ct.Midline | None, direction: int, out: SideMeasurement,
-                  reach_mm: float | None = None) -> None:
-    """Trace, read the band and measure one side in place; ``direction`` -1 = image left half."""
+def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, float] | None, midline_x: float,
+                  mid: ct.Midline | None, out: SideMeasurement, reach_mm: float | None) -> None:
+    """Read the band along one side's traced border and measure it at the site, in place."""
     name = out.side
-    got = border.side(midline_x, direction)
-    if got is None:
+    if half is None or reach_mm is None:
         out.reason = f"{name} border not found: image cropped?"
         return
-    xy, support = got
+    xy, support = half
     step_px = ct.BORDER_STEP_MM / nominal
-    trace = ct.resample_polyline(xy, step_px, nominal, support)
-    out.border = trace.xy
-    prof, t = ct.profiles(pixels, trace, nominal)
-    refined = ct.refine_trace(trace, ct.read_band(prof, t), nominal)
-    if refined is None:
+    coarse = ct.resample_polyline(xy, step_px, nominal, support)
+    out.border = coarse.xy
+    prof, t = ct.profiles(pixels, coarse, nominal)
+    band0 = ct.read_band(prof, t)
+    trace = ct.refine_trace(coarse, band0, nominal)
+    if trace is None:
         out.reason = f"{name} cortex not found along the traced border"
         return
-    trace = refined
-    prof, t = ct.profiles(pixels, trace, nominal)
+    out.border = trace.xy
+    ok0 = np.isfinite(band0.width_mm)
+    out.endosteal = (coarse.xy + coarse.normals * (band0.inner_t / nominal)[:, None])[ok0]
+    dist_px = _distance(trace.xy, midline_x, mid)
+    own_reach = float(dist_px.max()) * nominal
+    site = cs.find_site(pixels, trace, nominal, dist_px * nominal, reach_mm)
+    out.site_method = site.method
+    # Second pass near the site only, perpendicular to the refined border.
+    around = np.nonzero(np.abs(trace.arc_mm - trace.arc_mm[site.index]) <= EROSION_HALF_STRETCH_MM + 2.0)[0]
+    sub = ct.Trace(xy=trace.xy[around], normals=trace.normals[around], arc_mm=trace.arc_mm[around],
+                   edge_strength=trace.edge_strength)
+    idx = int(np.searchsorted(around, site.index))
+    prof, t = ct.profiles(pixels, sub, nominal)
     band = ct.read_band(prof, t)
     valid = np.isfinite(band.width_mm)
-    outer_t = _fill(band.outer_t, valid)
-    out.border = trace.xy + trace.normals * (outer_t / nominal)[:, None]
-    out.endosteal = (trace.xy + trace.normals * (band.inner_t / nominal)[:, None])[valid]
-    dist_px = _distance(trace.xy, midline_x, mid)
-    reach = float(dist_px.max()) * nominal if reach_mm is None else reach_mm
-    out._reach_mm = float(dist_px.max()) * nominal  # type: ignore[attr-defined]
-    site = cs.find_site(pixels, trace, nominal, dist_px * nominal, reach)
-    idx = site.index
-    out.site_method = site.method
-    out.site_xy = (float(out.border[idx, 0]), float(out.border[idx, 1]))
-    out.normal = (float(trace.normals[idx, 0]), float(trace.normals[idx, 1]))
-    out.site_distance_px = float(dist_px[idx])
-    near = np.abs(trace.arc_mm - trace.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
+    near = np.abs(sub.arc_mm - sub.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
+    outer = float(np.median(band.outer_t[near & valid])) if (near & valid).any() else 0.0
+    site_xy = sub.xy[idx] + sub.normals[idx] * float(np.clip(outer, -0.5, 0.5)) / nominal
+    out.site_xy = (float(site_xy[0]), float(site_xy[1]))
+    out.normal = (float(sub.normals[idx, 0]), float(sub.normals[idx, 1]))
+    out.site_distance_px = float(dist_px[site.index])
+    near = np.abs(sub.arc_mm - sub.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
     ok = near & valid
     share = ok.sum() / max(1, near.sum())
     if ok.sum() < 3 or share < 0.5:
@@ -262,7 +273,7 @@ def _measure_side(pixels: np.ndarray, nominal: float, border: cb.Border, midline
     spread = float(np.subtract(*np.percentile(band.width_mm[ok], [75, 25]))) / max(width, 1e-6)
     plausible = PLAUSIBLE_MM[0] <= width <= PLAUSIBLE_MM[1]
     conf = (np.clip((support - 0.15) / 0.35, 0, 1) * share * np.clip(1.2 - 2 * spread, 0, 1)
-            * np.clip((out._reach_mm - cb.BODY_MIN_MM) / 20.0, 0, 1) * (1.0 if plausible else 0.3))
+            * np.clip((own_reach - cb.BODY_MIN_MM) / 20.0, 0, 1) * (1.0 if plausible else 0.3))
     out.confidence = float(conf)
     if not plausible:
         reason = f"{name} width implausible ({width:.1f} mm on the anatomical scale)"
@@ -273,7 +284,7 @@ def _measure_side(pixels: np.ndarray, nominal: float, border: cb.Border, midline
     elif share < 0.9:
         reason = f"{name} inner margin partly missing at the site"
     else:
-        reason = f"{name} border traced only {out._reach_mm:.0f} mm from the midline" if conf < SIDE_OK else None
+        reason = f"{name} border traced only {own_reach:.0f} mm from the midline" if conf < SIDE_OK else None
     if conf < SIDE_LOW:
         out.reason = reason or f"{name} measurement unreliable"
         return
@@ -283,23 +294,8 @@ def _measure_side(pixels: np.ndarray, nominal: float, border: cb.Border, midline
     out.mcw_px = width / nominal
     if site.foramen_height_mm is not None and site.foramen_height_mm > width:
         out.pmi = width / site.foramen_height_mm
-    out.roughness_mm, out.porosity, out.erosion_score = _erosion(trace, band, idx)
+    out.roughness_mm, out.porosity, out.erosion_score = _erosion(sub, band, idx)
     out.klemetti_estimate = _klemetti(out.erosion_score)
-
-
-def _share_reach(pixels, nominal, border, midline_x, mid, right: SideMeasurement, left: SideMeasurement) -> None:
-    """Both sides of one mandible have about the same length: when both were traced and their
-    reaches agree, place both proportional sites on their mean (re-measuring where it moved)."""
-    reaches = [getattr(s, "_reach_mm", None) for s in (right, left)]
-    if None in reaches or abs(reaches[0] - reaches[1]) > 0.25 * max(reaches):
-        return
-    mean = float(np.mean(reaches))
-    for s, direction in ((right, -1), (left, +1)):
-        if s.site_method == "proportion" and abs(cs.proportional_distance(s._reach_mm)
-                                                 - cs.proportional_distance(mean)) > 0.5:
-            fresh = SideMeasurement(side=s.side)
-            _measure_side(pixels, nominal, border, midline_x, mid, direction, fresh, reach_mm=mean)
-            s.__dict__.update(fresh.__dict__)
 
 
 def _klemetti(score: float | None) -> str | None:
@@ -314,8 +310,6 @@ def _result(right: SideMeasurement, left: SideMeasurement, spacing: float | None
     for s in (right, left):
         if s.reason:
             notes.append(s.reason)
-        if s.__dict__.pop("_reach_mm", None) is not None and not s.located:
-            pass
         if spacing is not None and s.located:
             s.mcw_mm = s.mcw_px * spacing
         if spacing is not None and s.site_distance_px is not None:

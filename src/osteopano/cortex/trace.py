@@ -28,6 +28,8 @@ MAX_SLOPE = 2             # DP: at most this many working rows per working colum
 SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
 BORDER_STEP_MM = 0.5      # spacing of the border polyline points used for profiles
 NORMAL_SMOOTH_MM = 3.0    # the border is smoothed at this scale before taking normals
+JUMP_MM = 0.8             # refined periosteal offsets further than this from their running median are dropped
+JUMP_WINDOW_MM = 10.0     # ... taken over this much border
 REFINE_SMOOTH_MM = 1.5    # smoothing of the measured periosteal edge along the border
 PROFILE_RANGE_MM = (-3.0, 10.0)  # profile extent along the normal (negative = below the border)
 PROFILE_STEP_MM = 0.05
@@ -74,23 +76,22 @@ def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
     """Minimum-cost path through ``cost`` (rows x columns), one row per column, the row changing by
     at most ``max_step`` between neighbouring columns at ``penalty`` per squared step."""
     n_rows, n_cols = cost.shape
-    acc = cost[:, 0].copy()
-    back = np.zeros((n_rows, n_cols), dtype=np.int16)
     offsets = np.arange(-max_step, max_step + 1)
-    rows = np.arange(n_rows)
+    pen = penalty * offsets.astype(np.float64) ** 2
+    acc = np.full(n_rows + 2 * max_step, np.inf)
+    acc[max_step:max_step + n_rows] = cost[:, 0]
+    back = np.zeros((n_cols, n_rows), dtype=np.int16)
+    cost_t = np.ascontiguousarray(cost.T)
     for j in range(1, n_cols):
-        cands = np.full((offsets.size, n_rows), np.inf)
-        for k, d in enumerate(offsets):
-            src = rows + d
-            ok = (src >= 0) & (src < n_rows)
-            cands[k, ok] = acc[src[ok]] + penalty * d * d
-        best = np.argmin(cands, axis=0)
-        acc = cands[best, rows] + cost[:, j]
-        back[:, j] = offsets[best]
+        # windows[r, k] = acc[r + offsets[k]] (padded with inf outside the rows)
+        cands = np.lib.stride_tricks.sliding_window_view(acc, offsets.size) + pen
+        best = np.argmin(cands, axis=1)
+        acc[max_step:max_step + n_rows] = cands[np.arange(n_rows), best] + cost_t[j]
+        back[j] = offsets[best]
     path = np.empty(n_cols, dtype=np.int64)
-    path[-1] = int(np.argmin(acc))
+    path[-1] = int(np.argmin(acc[max_step:max_step + n_rows]))
     for j in range(n_cols - 1, 0, -1):
-        path[j - 1] = path[j] + back[path[j], j]
+        path[j - 1] = path[j] + back[j, path[j]]
     return path
 
 
@@ -177,6 +178,12 @@ def refine_trace(trace: Trace, band: Band, spacing_mm: float) -> Trace | None:
         return None
     i = np.arange(valid.size)
     outer = np.interp(i, i[valid], band.outer_t[valid])
+    # Jump rejection: a periosteal step that leaves the border's own course (a fainter inner step,
+    # a double contour) by more than JUMP_MM is dropped and bridged from its neighbours.
+    course = ndimage.median_filter(outer, size=max(3, round(JUMP_WINDOW_MM / BORDER_STEP_MM) | 1), mode="nearest")
+    keep = valid & (np.abs(outer - course) <= JUMP_MM)
+    if keep.sum() >= max(5, 0.2 * valid.size):
+        outer = np.interp(i, i[keep], band.outer_t[keep])
     xy = trace.xy + trace.normals * (outer / spacing_mm)[:, None]
     xy = ndimage.gaussian_filter1d(xy, REFINE_SMOOTH_MM / BORDER_STEP_MM, axis=0, mode="nearest")
     return resample_polyline(xy, BORDER_STEP_MM / spacing_mm, spacing_mm, trace.edge_strength)
@@ -239,8 +246,10 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     d = np.gradient(prof, step, axis=1)
     scale = max(float(np.percentile(np.abs(d), 99)), 1e-9)
 
+    t0, last = float(t[0]), t.size - 1
+
     def idx(v: float) -> int:
-        return int(np.clip(round((v - t[0]) / step), 0, t.size - 1))
+        return min(max(round((float(v) - t0) / step), 0), last)
 
     max_step = max(1, round(EDGE_MAX_STEP_MM / step))
     penalty = EDGE_PENALTY * (PROFILE_STEP_MM / step) ** 2
@@ -362,8 +371,8 @@ def find_midline(pixels: np.ndarray, spacing_mm: float) -> Midline:
     yc = sh / 2.0
     best = (-np.inf, sw / 2.0, 0.0)
     margin = SYMMETRY_SHIFT_MM / SYMMETRY_MM
-    for tilt in np.deg2rad(np.arange(-SYMMETRY_TILT_DEG, SYMMETRY_TILT_DEG + 1e-9, 0.5)):
-        for xc in np.arange(sw / 2.0 - margin, sw / 2.0 + margin + 1e-9, 0.5):
+    for tilt in np.deg2rad(np.arange(-SYMMETRY_TILT_DEG, SYMMETRY_TILT_DEG + 1e-9, 1.0)):
+        for xc in np.arange(sw / 2.0 - margin, sw / 2.0 + margin + 1e-9, 1.0):
             # Reflection about the line through (xc, yc) with direction (sin t, cos t).
             c2, s2 = np.cos(2 * tilt), np.sin(2 * tilt)
             m = np.array([[-c2, s2], [s2, c2]])
