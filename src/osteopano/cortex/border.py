@@ -45,6 +45,9 @@ BODY_MIN_MM = 35.0        # a side's body must be traced this far from the midli
 SUPPORT_SMOOTH_MM = 6.0   # edge support along the path is averaged over this
 SUPPORT_MIN = 0.25        # the body ends where the averaged support falls below this ...
 RAMUS_SLOPE = 1.0         # ... or where the path rises steeper than this (45 degrees)
+ANGLE_MIN_RISE = 0.25     # ... or, once the border has risen at least this steeply, where its rise
+ANGLE_FLATTEN = 0.2       #     falls below this fraction of the steepest rise so far (past the angle)
+ANGLE_FROM_MIDLINE_MM = 60.0  # (never nearer the midline than this)
 
 
 def anatomy_scale(shape: tuple[int, int]) -> float:
@@ -95,10 +98,17 @@ def body_end(xs: np.ndarray, ys: np.ndarray, support: np.ndarray, nominal_mm: fl
     end = int(good[-1]) + 1 if good.size else 0
     ys_s = ndimage.gaussian_filter1d(ys, max(1.0, 2.0 / step_mm), mode="nearest")
     slope = -np.gradient(ys_s) / np.maximum(np.abs(np.gradient(xs)), 1e-6)  # rise per run
-    steep = np.nonzero(slope[:end] > RAMUS_SLOPE)[0]
-    steep = steep[np.abs(xs[steep] - xs[0]) * nominal_mm > BODY_MIN_MM * 0.8]
+    dist = np.abs(xs - xs[0]) * nominal_mm
+    steep = np.nonzero((slope[:end] > RAMUS_SLOPE) & (dist[:end] > BODY_MIN_MM * 0.8))[0]
     if steep.size:
         end = int(steep[0])
+    # Past the angle the path leaves the rising border and runs on level (soft-tissue edges, the
+    # hyoid): the body ends where the rise falls well below the steepest rise met so far.
+    run_max = np.maximum.accumulate(np.clip(slope[:end], 0, None))
+    flat = np.nonzero((run_max >= ANGLE_MIN_RISE) & (slope[:end] < ANGLE_FLATTEN * run_max)
+                      & (dist[:end] > ANGLE_FROM_MIDLINE_MM))[0]
+    if flat.size:
+        end = int(flat[0])
     return end
 
 

@@ -45,6 +45,7 @@ PLAUSIBLE_MM = (1.0, 8.0)        # widths (anatomical mm) outside are implausibl
 SPACING_RATIO = (0.6, 1.65)      # a given spacing this far from the anatomical scale is implausible
 MIDLINE_AGREE_MM = 25.0          # the symmetry axis is used when this close to the traced chin
 MIDLINE_MIN_SCORE = 0.35
+CHIN_EDGE_MM = 12.0              # a chin this close to the image's side means the image shows one side only
 ASYM_LIMIT = 0.45                # relative difference of the sides above which the result is 'low'
 SIDE_OK, SIDE_LOW = 0.5, 0.2     # side confidence needed for 'ok' / for a usable ('low') side
 
@@ -211,6 +212,10 @@ def _midline(pixels: np.ndarray, nominal: float, border: cb.Border) -> tuple[flo
         y = np.where(finite, border.ys, -np.inf)
         low = y >= np.max(y) - 2.0 / nominal
         chin_x = float(np.median(border.xs[low]))
+    w = pixels.shape[1]
+    if min(chin_x, w - 1 - chin_x) * nominal < CHIN_EDGE_MM:
+        # The lowest point is at the image's side: the chin is cut off and only one side is shown.
+        return (0.0 if chin_x < w / 2 else float(w - 1)), None
     mid = ct.find_midline(pixels, nominal)
     y_chin = float(np.nanmax(border.ys)) if finite.any() else pixels.shape[0] * 0.9
     x_sym = mid.x0 + np.tan(mid.tilt_rad) * (y_chin - mid.y0)
