@@ -14,7 +14,7 @@ from scipy import ndimage
 from osteopano.cortex import trace as ct
 
 SITE_FRACTION = 0.36          # site = this fraction of the midline-to-angle distance of the traced body
-SITE_RANGE_MM = (28.0, 58.0)  # ... kept within this distance from the midline
+SITE_RANGE_MM = (32.0, 46.0)  # ... kept within this distance from the midline (a typical foramen lies ~39 mm out)
 FORAMEN_WINDOW_MM = 10.0      # the foramen is searched this far either side of the proportional site
 FORAMEN_HEIGHT_MM = (6.0, 18.0)  # ... this high above the border
 FORAMEN_SIGMA_MM = 1.0        # Hessian scale matched to a 2-4 mm dark oval
