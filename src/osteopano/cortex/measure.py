@@ -36,6 +36,7 @@ from osteopano.errors import OsteopanoError
 from osteopano.io.images import Radiograph
 
 SITE_HALF_STRETCH_MM = 2.5       # MCW = median over +-this (arc length) around the site
+SITE_SHIFTS_MM = (2.5, 5.0)      # where the band is unreadable at the site, these shifts along it are tried
 EROSION_HALF_STRETCH_MM = 10.0   # erosion is judged over +-this around the site
 ROUGH_SMOOTH_MM = 3.0            # endosteal roughness = residual after smoothing at this scale
 ROUGH_REF_MM = 0.4               # roughness counted as full erosion
@@ -255,22 +256,47 @@ def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, fl
     site = cs.find_site(pixels, trace, nominal, dist_px * nominal, reach_mm)
     out.site_method = site.method
     # Second pass near the site only, perpendicular to the refined border.
-    around = np.nonzero(np.abs(trace.arc_mm - trace.arc_mm[site.index]) <= EROSION_HALF_STRETCH_MM + 2.0)[0]
+    reach_around = EROSION_HALF_STRETCH_MM + 2.0 + max(SITE_SHIFTS_MM)
+    around = np.nonzero(np.abs(trace.arc_mm - trace.arc_mm[site.index]) <= reach_around)[0]
     sub = ct.Trace(xy=trace.xy[around], normals=trace.normals[around], arc_mm=trace.arc_mm[around],
                    edge_strength=trace.edge_strength)
-    idx = int(np.searchsorted(around, site.index))
+    idx0 = int(np.searchsorted(around, site.index))
     prof, t = ct.profiles(pixels, sub, nominal)
     band = ct.read_band(prof, t)
     valid = np.isfinite(band.width_mm)
-    near = np.abs(sub.arc_mm - sub.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
-    outer = float(np.median(band.outer_t[near & valid])) if (near & valid).any() else 0.0
-    site_xy = sub.xy[idx] + sub.normals[idx] * float(np.clip(outer, -0.5, 0.5)) / nominal
-    out.site_xy = (float(site_xy[0]), float(site_xy[1]))
-    out.normal = (float(sub.normals[idx, 0]), float(sub.normals[idx, 1]))
-    out.site_distance_px = float(dist_px[site.index])
+    # Where the inner margin is not readable right at the site, the nearest readable stretch within
+    # a few mm is used (and said so): the width varies slowly along the body.
+    def readable(i: int) -> int:
+        """2 = clean band around border point i, 1 = readable but uneven, 0 = not readable."""
+        ok_i = (np.abs(sub.arc_mm - sub.arc_mm[i]) <= SITE_HALF_STRETCH_MM) & valid
+        n_i = (np.abs(sub.arc_mm - sub.arc_mm[i]) <= SITE_HALF_STRETCH_MM).sum()
+        if ok_i.sum() < 3 or ok_i.sum() < 0.5 * n_i:
+            return 0
+        w = band.width_mm[ok_i]
+        med = float(np.median(w))
+        if not PLAUSIBLE_MM[0] <= med <= PLAUSIBLE_MM[1]:
+            return 0
+        return 2 if float(np.subtract(*np.percentile(w, [75, 25]))) / med <= 0.25 else 1
+
+    candidates = []
+    for shift in (0.0,) + tuple(v for m in SITE_SHIFTS_MM for v in (-m, m)):
+        i = int(np.argmin(np.abs(sub.arc_mm - (sub.arc_mm[idx0] + shift))))
+        if abs(sub.arc_mm[i] - sub.arc_mm[idx0] - shift) <= 1.0:
+            candidates.append((i, readable(i)))
+    best = max((c for c in candidates), key=lambda c: c[1], default=(idx0, 0))  # first of the best grade
+    idx = best[0] if best[1] > 0 else idx0
     near = np.abs(sub.arc_mm - sub.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
     ok = near & valid
     share = ok.sum() / max(1, near.sum())
+    site_index = int(around[idx])
+    outer = float(np.median(band.outer_t[ok])) if ok.any() else 0.0
+    site_xy = sub.xy[idx] + sub.normals[idx] * float(np.clip(outer, -0.5, 0.5)) / nominal
+    out.site_xy = (float(site_xy[0]), float(site_xy[1]))
+    out.normal = (float(sub.normals[idx, 0]), float(sub.normals[idx, 1]))
+    out.site_distance_px = float(dist_px[site_index])
+    moved = abs(float(sub.arc_mm[idx] - sub.arc_mm[idx0]))
+    if moved > 0.5 and site.method == "mental_foramen":
+        site.foramen_height_mm = None  # the PMI belongs below the foramen only
     if ok.sum() < 3 or share < 0.5:
         out.reason = f"{name} inner margin not continuous at the site"
         return
@@ -295,6 +321,9 @@ def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, fl
         return
     out.quality = "ok" if conf >= SIDE_OK else "low"
     out.reason = reason if out.quality == "low" else None
+    if moved > 0.5:
+        note = f"{name} site moved {moved:.1f} mm along the border (band unreadable right at it)"
+        out.reason = f"{out.reason}; {note}" if out.reason else note
     out.located = True
     out.mcw_px = width / nominal
     if site.foramen_height_mm is not None and site.foramen_height_mm > width:
