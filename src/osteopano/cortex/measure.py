@@ -179,11 +179,13 @@ def resolve_spacing(image: Radiograph, pixel_spacing_mm: float | None) -> tuple[
 def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, threshold_mm: float = 3.0) -> CortexMeasurement:
     """Measure the mandibular cortical width below the mental foramen on both sides."""
     spacing, source = resolve_spacing(image, pixel_spacing_mm)
-    pixels = ct.normalise(np.asarray(image.pixels, dtype=np.float32))
+    raw = np.asarray(image.pixels, dtype=np.float32)
+    pixels = ct.normalise(raw)          # profiles: the intensities' own shape (half-level crossings)
+    ranked = ct.rank_normalise(raw)     # border search: independent of the rendering curve
     nominal = cb.anatomy_scale(pixels.shape)
     notes: list[str] = []
     right, left = SideMeasurement(side="right"), SideMeasurement(side="left")
-    border = cb.find_border(pixels) if min(pixels.shape) >= 64 else None
+    border = cb.find_border(ranked) if min(pixels.shape) >= 64 else None
     if border is None:
         for s in (right, left):
             s.reason = f"{s.side} border not found: image too small or blank"

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+RANK_BINS = 4096          # intensity levels of the rank normalisation
 WORK_MM = 0.5             # working grid of the border trace (mm per pixel)
 EDGE_SIGMA_MM = 1.0       # smoothing before the vertical gradient
 MIDLINE_EXCLUDE_MM = 14.0  # half-width of the midline zone left out (spine ghost, chin soft tissue)
@@ -70,6 +71,20 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     """Stretch to the 1st-99th percentile window so thresholds mean the same on every image."""
     lo, hi = np.percentile(pixels, [1.0, 99.0])
     return np.clip((pixels - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
+
+
+def rank_normalise(pixels: np.ndarray) -> np.ndarray:
+    """Map intensities to their rank (the image's own cumulative histogram, ``RANK_BINS`` levels):
+    any increasing intensity map (gamma, window, the device's or the export's LUT) gives the same
+    image, so the border search does not depend on the rendering curve."""
+    p = np.asarray(pixels, dtype=np.float32)
+    lo, hi = float(p.min()), float(p.max())
+    if hi - lo <= 1e-9:
+        return np.zeros_like(p)
+    q = ((p - lo) * ((RANK_BINS - 1) / (hi - lo))).astype(np.int32)
+    cdf = np.cumsum(np.bincount(q.ravel(), minlength=RANK_BINS)).astype(np.float64)
+    cdf = (cdf - 0.5 * np.diff(np.concatenate([[0.0], cdf]))) / cdf[-1]  # mid-rank of each level
+    return cdf.astype(np.float32)[q]
 
 
 def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
