@@ -46,6 +46,7 @@ PLAUSIBLE_MM = (1.0, 8.0)        # widths (anatomical mm) outside are implausibl
 SPACING_RATIO = (0.6, 1.65)      # a given spacing this far from the anatomical scale is implausible
 MIDLINE_AGREE_MM = 25.0          # the symmetry axis is used when this close to the traced chin
 MIDLINE_MIN_SCORE = 0.35
+SYMMETRIC_SCORE = 0.5            # mirror correlation above which the image counts as a symmetric full view
 CHIN_EDGE_MM = 12.0              # a chin this close to the image's side means the image shows one side only
 ASYM_LIMIT = 0.45                # relative difference of the sides above which the result is 'low'
 SIDE_OK, SIDE_LOW = 0.5, 0.2     # side confidence needed for 'ok' / for a usable ('low') side
@@ -191,7 +192,7 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
             s.reason = f"{s.side} border not found: image too small or blank"
         notes.append("inferior border not found")
         return _result(right, left, spacing, source, threshold_mm, image, notes, nominal)
-    midline_x, mid = _midline(pixels, nominal, border)
+    midline_x, mid = _midline(pixels, nominal, border, notes)
     # Image left half = patient's right. Both halves of one mandible have about the same length,
     # and the sum of the two traced reaches does not depend on where the midline was put, so the
     # proportional sites use their mean (the longer one when the other is clearly cut short).
@@ -206,7 +207,8 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     return _result(right, left, spacing, source, threshold_mm, image, notes, nominal)
 
 
-def _midline(pixels: np.ndarray, nominal: float, border: cb.Border) -> tuple[float, ct.Midline | None]:
+def _midline(pixels: np.ndarray, nominal: float, border: cb.Border,
+             notes: list[str]) -> tuple[float, ct.Midline | None]:
     """x of the midline at the border, and the symmetry axis when it is trusted."""
     finite = np.isfinite(border.ys)
     chin_x = border.chin_x
@@ -224,6 +226,9 @@ def _midline(pixels: np.ndarray, nominal: float, border: cb.Border) -> tuple[flo
     x_sym = mid.x0 + np.tan(mid.tilt_rad) * (y_chin - mid.y0)
     if mid.score >= MIDLINE_MIN_SCORE and abs(x_sym - chin_x) * nominal <= MIDLINE_AGREE_MM:
         return float(x_sym), mid
+    if mid.score >= SYMMETRIC_SCORE:
+        # A clearly symmetric image whose traced U is off its axis: the trace is not the mandible.
+        notes.append("traced border is off the image's symmetry axis (not a full panoramic view?)")
     return chin_x, None
 
 
@@ -374,6 +379,9 @@ def _result(right: SideMeasurement, left: SideMeasurement, spacing: float | None
             notes.append(f"sides differ by {asym:.0%}")
     if any(n.startswith("pixel spacing") and "implausible" in n for n in notes):
         quality = "low"
+    if any(n.startswith("traced border is off") for n in notes):
+        quality = "low"
+        conf *= 0.5
     pmis = [s.pmi for s in sides if s.pmi is not None]
     pmi = float(np.mean(pmis)) if pmis else None
     erosion = float(np.mean([s.erosion_score for s in sides]))
