@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 DEMO   ?= demo-output
 SEED   ?= 11
 
-.PHONY: install demo test browser pacs-tools bench clean
+.PHONY: install demo results test browser pacs-tools bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ demo: install
 	$(BIN)/osteopano predict $(DEMO)/run $(DEMO)/external/phantom_00000.png $(DEMO)/external/phantom_00001.png \
 	    --measure --heatmaps $(DEMO)/heatmaps --report $(DEMO)/reports
 	@echo "Demo finished: outputs in $(DEMO)/ -- all figures above are on SYNTHETIC phantom data, not clinical evidence."
+
+# docs/results.md, written from a fresh `make demo` by the current code (it names the commit)
+results: demo
+	$(PY) benchmarks/results.py $(DEMO) --out docs/results.md
 
 test: install browser pacs-tools
 	$(BIN)/lint-imports
