@@ -47,6 +47,10 @@ def command(
     from osteopano.screen.batch import Outputs, clinic_note, plan_batch, run_batch
     from osteopano.screen.screener import Screener
 
+    from osteopano.prepare.risk import clean_values
+
+    clinical = {k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None}
+    clean_values(clinical, "--age/--sex/--weight")   # a bad value stops here, with one line
     outputs = Outputs(out=out, overlays=overlays, report=report, jsonl_polylines=True, dicom_out=dicom_out,
                       fhir_out=fhir_out)
     plan = plan_batch(inputs, outputs, resume)
@@ -57,7 +61,7 @@ def command(
     screener = Screener(None, measure=True, threshold_mm=threshold_mm, gate=not no_gate)
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
                         pixel_spacing_mm=pixel_spacing,
-                        clinical={k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None})
+                        clinical=clinical)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "measuring", console)
     Console().print(_table(rows))
     summary(console, n_ok, n_err, out, plan, "measured")

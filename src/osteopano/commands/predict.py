@@ -59,6 +59,10 @@ def command(
     from osteopano.screen.batch import Outputs, clinic_note, plan_batch, run_batch
     from osteopano.screen.screener import load
 
+    from osteopano.prepare.risk import clean_values
+
+    clinical = {k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None}
+    clean_values(clinical, "--age/--sex/--weight")   # a bad value stops here, with one line
     outputs = Outputs(out=out, heatmaps=heatmaps, report=report, dicom_out=dicom_out, fhir_out=fhir_out)
     measure = measure or dicom_out is not None or fhir_out is not None
     plan = plan_batch(inputs, outputs, resume)
@@ -70,7 +74,6 @@ def command(
     if heatmaps is not None and not screener.supports_heatmaps:
         raise DataError(f"--heatmaps: {screener.heatmap_unavailable}")
     covariates = {k: v for k, v in (("age", age), ("sex", sex)) if v is not None}
-    clinical = {k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None}
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
                         pixel_spacing_mm=pixel_spacing, covariates=covariates, clinical=clinical)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "screening", console)
