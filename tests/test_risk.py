@@ -187,3 +187,43 @@ def test_manifest_columns_and_cli_options(phantoms, tmp_path):
     res = runner.invoke(app, ["measure", str(folder), "--sex", "x"])   # refused before anything is measured
     assert res.exit_code != 0 and isinstance(res.exception, DataError)
     assert "sex 'x' not understood" in str(res.exception)
+
+
+# ----------------------------------------------------------------------------- the web page and the API
+
+
+@pytest.fixture(scope="module")
+def measure_client():
+    from fastapi.testclient import TestClient
+
+    from osteopano.web import app as web
+
+    return TestClient(web.create_app(None))
+
+
+def test_api_measure_risk_from_fields_and_dicom_header(measure_client, phantoms, tmp_path):
+    src = sorted(phantoms.glob("*.dcm"))[0]
+    tagged = _tagged(src, tmp_path / "tagged.dcm", PatientAge="075Y", PatientSex="F", PatientWeight="50")
+    body = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", tagged.read_bytes())}).json()
+    assert body["risk"]["ost"] == -5 and body["risk"]["category"] == "high"
+    assert body["risk"]["combined_referral"] == "refer"
+    assert body["risk"]["input_sources"] == {"age": "file", "sex": "file", "weight_kg": "file"}
+    # form fields win over the header; none given and no header: no risk
+    body = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", tagged.read_bytes())},
+                               data={"weight_kg": "90"}).json()
+    assert body["risk"]["ost"] == 3 and body["risk"]["input_sources"]["weight_kg"] == "option"
+    plain = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", src.read_bytes())}).json()
+    assert plain["risk"] is None
+    bad = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", src.read_bytes())}, data={"age": "old"})
+    assert bad.status_code == 422 and "age 'old' is not a number" in bad.json()["detail"]
+
+
+def test_result_page_shows_the_risk_section(measure_client, phantoms):
+    src = sorted(phantoms.glob("*.dcm"))[0]
+    page = measure_client.post("/screen", files={"file": ("opg.dcm", src.read_bytes())},
+                               data={"age": "80", "weight_kg": "55", "sex": "F"})
+    assert page.status_code == 200
+    html = page.text
+    assert 'id="risk"' in html and "OST index" in html and "-5 (high risk (OST below -4))" in html
+    assert "osteopano did not validate it" in html and "Koh LK" in html
+    assert measure_client.get("/").text.count('name="weight_kg"') == 1
