@@ -21,7 +21,9 @@ assessment using FRAX", Oral Surg Oral Med Oral Pathol Oral Radiol Endod 2010;11
 - ``consider``: the OST is moderate and the MCW lies within ``CONSIDER_MARGIN_MM`` (0.5 mm) above
   the threshold;
 - ``no``: neither (both the MCW in mm and the OST are known);
-- None: not enough to decide (no OST, or no MCW in mm and the OST is not high).
+- None: not enough to decide: the MCW is not below the threshold and the OST is unknown (age or
+  weight missing), or the MCW is not known in mm (spacing unknown, measurement failed) and the OST
+  is not high.
 
 osteopano did NOT validate this combination (OSTEODENT combined MCW with OSIRIS, not OST); it is a
 prompt to consider a bone-density assessment, never a diagnosis. Pure Python (no numpy).

@@ -191,7 +191,7 @@ COMBINED = {
     "consider": "Consider referral for DXA (moderate OST with a cortical width within 0.5 mm above the "
                 "threshold)",
     "no": "No referral suggested by the combined rule",
-    None: "No combined result (it needs the OST and the cortical width in mm)",
+    None: "No combined result (it needs the OST, and the cortical width in mm unless the OST is high)",
 }
 RISK_NOT_VALIDATED = ("The combined rule follows the OSTEODENT project's approach of using the radiographic index "
                       "together with a clinical risk index; osteopano did not validate it. It is a prompt to "
