@@ -118,7 +118,7 @@ def _tagged(src: Path, dst: Path, **tags) -> Path:
 
 
 def test_dicom_header_feeds_the_radiograph_and_the_screener(phantoms, tmp_path):
-    src = sorted(phantoms.glob("*.dcm"))[0]
+    src = min(phantoms.glob("*.dcm"))
     path = _tagged(src, tmp_path / "tagged.dcm", PatientAge="072Y", PatientSex="F", PatientWeight="48")
     image = read_image(path)
     assert image.patient == {"age": 72.0, "sex": "F", "weight_kg": 48.0}
@@ -140,7 +140,7 @@ def test_dicom_header_feeds_the_radiograph_and_the_screener(phantoms, tmp_path):
 
 
 def test_untagged_dicom_has_no_risk(phantoms):
-    result = Screener(None, measure=True).predict(sorted(phantoms.glob("*.dcm"))[0])
+    result = Screener(None, measure=True).predict(min(phantoms.glob("*.dcm")))
     assert result.risk is None
     row = result.to_row(measured=True)
     assert row["ost_index"] is None and row["combined_referral"] is None
@@ -202,7 +202,7 @@ def measure_client():
 
 
 def test_api_measure_risk_from_fields_and_dicom_header(measure_client, phantoms, tmp_path):
-    src = sorted(phantoms.glob("*.dcm"))[0]
+    src = min(phantoms.glob("*.dcm"))
     tagged = _tagged(src, tmp_path / "tagged.dcm", PatientAge="075Y", PatientSex="F", PatientWeight="50")
     body = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", tagged.read_bytes())}).json()
     assert body["risk"]["ost"] == -5 and body["risk"]["category"] == "high"
@@ -219,7 +219,7 @@ def test_api_measure_risk_from_fields_and_dicom_header(measure_client, phantoms,
 
 
 def test_result_page_shows_the_risk_section(measure_client, phantoms):
-    src = sorted(phantoms.glob("*.dcm"))[0]
+    src = min(phantoms.glob("*.dcm"))
     page = measure_client.post("/screen", files={"file": ("opg.dcm", src.read_bytes())},
                                data={"age": "80", "weight_kg": "55", "sex": "F"})
     assert page.status_code == 200

@@ -180,8 +180,9 @@ def _clinic_outputs(screener: Screener, result: ScreeningResult, image: Radiogra
             source = pydicom.dcmread(result.path, stop_before_pixels=True)
         except Exception as exc:  # noqa: BLE001 - it was read once already; say what failed, go on
             problems.append(f"DICOM header not re-read ({type(exc).__name__})")
-    score = dict(model_score=result.probability, model_threshold=result.threshold if result.probability is not None
-                 else None, model_id=result.model_id if result.probability is not None else None)
+    scored = result.probability is not None
+    score = {"model_score": result.probability, "model_threshold": result.threshold if scored else None,
+             "model_id": result.model_id if scored else None}
     if outputs.dicom_out is not None and source is None and image.source_format != "dicom":
         outputs.not_dicom += 1
     elif outputs.dicom_out is not None and source is not None:
