@@ -30,6 +30,9 @@ def command(
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out, screen the images not in it "
                                 "yet and again those whose row had an error."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images read and predicted together."),
+    frame: int | None = typer.Option(None, "--frame", min=0, help="The frame (0-based) to screen in "
+                                     "multi-frame DICOM, multi-page TIFF or animated PNG files, which are refused "
+                                     "without it."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Research use: score images the radiograph gate "
                                  "would refuse (recorded as gate=off in every row)."),
     age: float | None = typer.Option(None, "--age", min=0.0, max=130.0, help="Patient age in years, for models "
@@ -70,7 +73,7 @@ def command(
     if not plan.todo:
         console.print(f"All {plan.found} images are already in {out}; nothing to do.", soft_wrap=True, markup=False)
         return
-    screener = load(model, engine=engine, threshold=threshold, measure=measure, gate=not no_gate)
+    screener = load(model, engine=engine, threshold=threshold, measure=measure, gate=not no_gate, frame=frame)
     if heatmaps is not None and not screener.supports_heatmaps:
         raise DataError(f"--heatmaps: {screener.heatmap_unavailable}")
     covariates = {k: v for k, v in (("age", age), ("sex", sex)) if v is not None}

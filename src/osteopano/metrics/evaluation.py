@@ -164,7 +164,7 @@ def bootstrap_auc_ci(
 
     y, p = _check_inputs(y_true, prob)
     pos, neg = p[y == 1], p[y == 0]
-    if len(pos) == 0 or len(neg) == 0 or n_boot < 1:
+    if len(pos) < 2 or len(neg) < 2 or n_boot < 1:  # a class of one cannot be resampled meaningfully
         return None
 
     def auc(pos_b: np.ndarray, neg_b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -360,8 +360,8 @@ def _roc_figure(
     else:
         fpr, tpr, _ = roc_curve(y, p)
         ci = auc["ci"]
-        ax.plot(fpr, tpr, lw=2, color="C0",
-                label=f"AUC {auc['value']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f})")
+        interval = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+        ax.plot(fpr, tpr, lw=2, color="C0", label=f"AUC {auc['value']:.3f}{interval}")
         pred = p >= threshold
         sens = (pred & (y == 1)).sum() / (y == 1).sum()
         spec = (~pred & (y == 0)).sum() / (y == 0).sum()

@@ -362,7 +362,10 @@ def _measure_response(result: Any, filename: str | None) -> MeasureResponse:
 def _page_job(service: Service, card: dict[str, Any], upload: Upload, spacing: float | None) -> dict[str, Any]:
     """Worker-thread part of the page: screen (with heatmap), draw the images, build the reports."""
     from osteopano.render.texts import classical_decision_text, measurement_texts
-    from osteopano.web.measurement import measurement_view, overlay_rgb
+    from osteopano.web.measurement import (
+        measurement_view,
+        overlay_rgb,
+    )
     from osteopano.web.report import build_dicom_outputs, build_web_report
 
     screening = with_risk(service.run(upload, spacing, heatmap=service.has_model), upload.fields)
