@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from osteopano.phantom import generate as phantom
 from osteopano.cli import app
-from osteopano.cortex.measure import CortexMeasurement, SideMeasurement, draw_overlay, measure
+from osteopano.cortex.measure import CortexMeasurement, draw_overlay, measure
 from osteopano.errors import OsteopanoError
 from osteopano.io.images import from_array, read_image
+from osteopano.phantom import generate as phantom
 
 N_PHANTOM = 16
 WIDTH = 1100
@@ -221,7 +221,7 @@ def test_abdi_border_within_2mm_of_expert_edge():
             cols = np.round(x).astype(int)
             dist = np.abs(side.border[:, 1] - edge[cols]) * 0.1
             assert np.nanmedian(dist) <= 2.0, f"{f.name}: {side.side} border {np.nanmedian(dist):.2f} mm off"
-            site_off = abs(side.site_xy[1] - edge[int(round(side.site_xy[0]))]) * 0.1
+            site_off = abs(side.site_xy[1] - edge[round(side.site_xy[0])]) * 0.1
             assert site_off <= 2.0, f"{f.name}: {side.side} site {site_off:.2f} mm off the border"
 
 
