@@ -175,8 +175,6 @@ def _mcw_context(m: Any) -> dict[str, Any] | None:
         notes.append("Low-confidence measurement: check it on the image.")
     elif quality == "failed":
         notes.append("The automatic measurement failed.")
-    if getattr(m, "klemetti_estimate", None):
-        notes.append(f"Estimated Klemetti index: {m.klemetti_estimate}.")
     return {"rows": rows, "threshold": f"{limit:g} mm", "quality": quality, "notes": notes}
 
 

@@ -15,8 +15,6 @@ REFER = "Refer for DXA bone-density assessment"
 NO_REFER = "No referral suggested by this screen"
 NOT_SCREENED = "Not screened: the image could not be analysed"
 MCW_THRESHOLD_MM = 3.0
-OK_CONFIDENCE = 0.6   # as osteopano.cortex.measure: a side below is 'low confidence'
-PLAUSIBLE_MM = (1.0, 8.0)
 NOT_DECIDED = "No decision from the cortical width"
 
 
@@ -110,16 +108,13 @@ def _mcw_sentence(m: Any, refer: bool) -> str:
 
 
 def side_reasons(side: Any) -> list[str]:
-    """Plain-language reasons why one side's measurement is doubtful (empty when it looks fine)."""
-    if not side.located:
-        return ["the lower border of the mandible was not found on this side"]
-    reasons = []
-    if side.confidence < OK_CONFIDENCE:
-        reasons.append(f"low confidence ({side.confidence:.2f}): check the traced lines on the image")
-    if side.site_method == "fixed_distance":
-        reasons.append("the mental foramen was not found: measured at the usual distance from the midline")
-    if side.mcw_mm is not None and not PLAUSIBLE_MM[0] <= side.mcw_mm <= PLAUSIBLE_MM[1]:
-        reasons.append(f"the width is outside the usual adult range ({PLAUSIBLE_MM[0]:g}-{PLAUSIBLE_MM[1]:g} mm)")
+    """Plain-language reasons why one side's measurement is doubtful or missing (empty when it is 'ok'):
+    the measurement's own reason for the side (``osteopano.cortex``), and how the site was found."""
+    reasons = [side.reason] if getattr(side, "reason", None) else []
+    if not side.located and not reasons:
+        reasons.append("the lower border of the mandible was not found on this side")
+    if side.located and side.site_method not in (None, "mental_foramen"):
+        reasons.append("the mental foramen was not seen: the site was placed from the mandible's proportions")
     return reasons
 
 
