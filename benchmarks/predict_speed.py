@@ -60,7 +60,7 @@ def _child(mode: str, engine: str, model: Path, images: Path, batch_size: int) -
 
 
 def _train(tmp: Path) -> Path:
-    from osteopano.train.config import RunConfig
+    from osteopano.model.config import RunConfig
     from osteopano.model.networks import backbone_mean_std
     from osteopano.phantom.generate import generate
     from osteopano.prepare.intensity import Preprocess

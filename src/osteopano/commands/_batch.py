@@ -40,5 +40,5 @@ def summary(console, n_ok: int, n_err: int, out: Path | None, plan, verb: str) -
         extra += f"; {len(plan.retried)} that had failed before, retried"
     console.print(escape(f"{n_ok} image(s) {verb}, {n_err} with an error" + (f"; rows in {out}" if out else "")
                          + extra), soft_wrap=True)
-    if n_ok == 0 and n_err:
+    if n_ok == 0 and n_err and not plan.skipped_done:
         raise DataError(f"none of the {n_err} input files could be {verb}")

@@ -10,8 +10,19 @@ Intensity convention: 0 = black (air), 1 = white (bone). Integer images are scal
 range of their dtype (uint8 / 255, uint16 / 65535) so that values are comparable across files;
 a 16-bit PNG holding 12-bit data therefore stays dark - the preprocessing windows it later.
 DICOM goes through the modality LUT (rescale) and the VOI LUT / window when present, is scaled by
-the range those transforms can produce, and MONOCHROME1 is inverted. Multi-frame DICOM: the
-first frame is used.
+the range those transforms can produce, and MONOCHROME1 is inverted.
+
+Multi-frame DICOM, multi-page TIFF and animated PNG are refused with a message unless ``frame``
+chooses one (0-based); a camera JPEG's MPO preview frames are ignored (the first is the photo).
+
+Integrity: before decoding, ``osteopano.io.integrity`` checks PNG chunk CRCs (image data included)
+and the complete zlib stream, and the JPEG marker structure up to end-of-image, so a damaged or
+truncated file is refused with the reason rather than decoded into garbage; TIFF strips reaching
+past the end of the file are refused too.
+
+Non-square pixels (DICOM PixelSpacing / ImagerPixelSpacing row != column, PNG pHYs or TIFF
+X/Y resolution differing by more than 1 %) are resampled along the columns to square pixels at the
+row spacing, so distances are right in every direction; a ratio beyond 2:1 is refused.
 
 Pixel spacing is only taken from metadata that can describe a detector: DICOM PixelSpacing
 (else ImagerPixelSpacing), a PNG pHYs chunk or TIFF resolution in centimetres, between 0.01 and
@@ -21,8 +32,9 @@ Pixel spacing is only taken from metadata that can describe a detector: DICOM Pi
 from __future__ import annotations
 
 import io
+import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,6 +43,7 @@ from PIL import Image, ImageOps
 
 from osteopano.errors import ImageReadError
 from osteopano.io.files import atomic_path
+from osteopano.io.integrity import CorruptImage, check_file, check_tiff_extent
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -42,6 +55,10 @@ _PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF
 # Resolutions that are screen/print DPI settings, not detector spacings.
 _ROUND_DPI = (72, 96, 100, 120, 144, 150, 200, 240, 300, 400, 600, 1200, 2400)
 _SPACING_RANGE_MM = (0.01, 1.0)
+# Row and column spacings within this relative difference count as square pixels; beyond
+# _MAX_PIXEL_ASPECT the file is refused.
+_SQUARE_PIXEL_TOLERANCE = 0.01
+_MAX_PIXEL_ASPECT = 2.0
 # Channels that differ by at most this (in 8-bit steps) are grey with JPEG chroma noise.
 _GREY_TOLERANCE = 2 / 255
 
@@ -63,15 +80,20 @@ class Radiograph:
     source_format: str  # 'png' | 'jpeg' | 'bmp' | 'tiff' | 'dicom' | 'array'
     path: str | None = None
     patient_id: str | None = None  # DICOM PatientID only (never the patient's name)
+    chroma: float = 0.0  # how much the colour varied before conversion to grey (0 = grey; the gate)
+    # DICOM PatientAge (years) / PatientSex / PatientWeight (kg) when present, for the clinical risk index
+    # (osteopano.prepare.risk); patient data: never logged, never in a repr
+    patient: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 # ----------------------------------------------------------------------------- public API
 
 
-def read_image(path: str | Path, *, max_pixels: int = 100_000_000) -> Radiograph:
+def read_image(path: str | Path, *, max_pixels: int = 100_000_000, frame: int | None = None) -> Radiograph:
     """Read a PNG/JPEG/BMP/TIFF/DICOM file into a Radiograph; raises ImageReadError.
 
-    Images above ``max_pixels`` are refused from their header, before decoding.
+    Images above ``max_pixels`` are refused from their header, before decoding. ``frame`` picks one
+    frame (0-based) of a multi-frame DICOM / multi-page TIFF / animated PNG, which are refused without it.
     """
     path = Path(path)
     if not path.exists():
@@ -85,18 +107,18 @@ def read_image(path: str | Path, *, max_pixels: int = 100_000_000) -> Radiograph
         with path.open("rb") as fh:
             head = fh.read(132)
             fh.seek(0)
-            return _read(fh, head, path, path.suffix.lower(), max_pixels)
+            return _read(fh, head, path, path.suffix.lower(), max_pixels, frame)
     except OSError as exc:  # permission denied, I/O error while opening
         raise ImageReadError(path, f"cannot open file: {exc.strerror or exc}") from exc
 
 
 def read_image_bytes(
-    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000
+    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000, frame: int | None = None
 ) -> Radiograph:
     """Read an image held in memory (a web upload); the type is judged from the content only."""
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
-    return _read(io.BytesIO(data), data[:132], name, "", max_pixels)
+    return _read(io.BytesIO(data), data[:132], name, "", max_pixels, frame)
 
 
 def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Radiograph:
@@ -130,6 +152,7 @@ def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Rad
         bit_depth=bits,
         pixel_spacing_mm=_plausible_spacing(pixel_spacing_mm),
         source_format="array",
+        chroma=_chroma(grey),
     )
 
 
@@ -195,17 +218,26 @@ def write_dicom(
 # ----------------------------------------------------------------------------- dispatch
 
 
-def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: int) -> Radiograph:
-    """Decide DICOM or Pillow from the content and decode; wrap every library error."""
+def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: int,
+          frame: int | None = None) -> Radiograph:
+    """Check the container, decide DICOM or Pillow from the content and decode; wrap every library error."""
+    if frame is not None and frame < 0:
+        raise ImageReadError(name, f"frame {frame}: frames are numbered from 0")
     try:
         if head[128:132] == b"DICM":
-            return _read_dicom(fh, name, max_pixels, force=False)
+            return _read_dicom(fh, name, max_pixels, force=False, frame=frame)
         try:
-            return _read_pil(fh, name, max_pixels)
+            # a header beyond our limit or Pillow's bomb limit is refused by the decoder from the header
+            limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
+            check_file(fh, head, max_pixels=limit)
+        except CorruptImage as exc:
+            raise ImageReadError(name, exc.reason) from None
+        try:
+            return _read_pil(fh, name, max_pixels, frame)
         except _NotPillowImage:
             if suffix in DICOM_SUFFIXES:  # DICOM written without the 128-byte preamble
                 fh.seek(0)
-                return _read_dicom(fh, name, max_pixels, force=True)
+                return _read_dicom(fh, name, max_pixels, force=True, frame=frame)
             if suffix and suffix not in IMAGE_SUFFIXES:
                 raise ImageReadError(
                     name, f"unsupported file type '{suffix}' (not a PNG/JPEG/BMP/TIFF/DICOM image)"
@@ -233,7 +265,7 @@ def _describe(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- Pillow
 
 
-def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int) -> Radiograph:
+def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None = None) -> Radiograph:
     with warnings.catch_warnings():
         # Our own max_pixels limit replaces Pillow's bomb warning; its hard error is caught below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -253,6 +285,12 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int) -> Radiograph:
                     name, f"image is {width}x{height} = {width * height} pixels, above the "
                     f"limit of {max_pixels}"
                 )
+            _choose_pil_frame(img, fmt, frame, name)
+            if fmt == "tiff":
+                try:
+                    check_tiff_extent(img, fh.seek(0, io.SEEK_END))
+                except CorruptImage as exc:
+                    raise ImageReadError(name, exc.reason) from None
             try:
                 img.load()
             except Image.DecompressionBombError as exc:
@@ -262,14 +300,53 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int) -> Radiograph:
             spacing = _pil_spacing(img)
             bits = _pil_bit_depth(img)
             img = ImageOps.exif_transpose(img)
-            pixels = _pil_to_unit(img)
+            pixels, chroma = _pil_to_unit(img)
+            if spacing is not None:
+                pixels, spacing = _square_pixels(pixels, spacing[0], spacing[1], name)
     return Radiograph(
         pixels=pixels,
         bit_depth=bits,
         pixel_spacing_mm=spacing,
         source_format=fmt,
         path=str(name),
+        chroma=chroma,
     )
+
+
+def _choose_pil_frame(img: Image.Image, fmt: str, frame: int | None, name: str | Path) -> None:
+    """Seek to ``frame``; refuse a multi-frame file without one. MPO (camera JPEG) previews are ignored."""
+    frames = 1 if fmt == "jpeg" else int(getattr(img, "n_frames", 1) or 1)
+    if frame is None:
+        if frames > 1:
+            kind = {"tiff": "multi-page TIFF", "png": "animated PNG"}.get(fmt, f"multi-frame {fmt.upper()}")
+            raise ImageReadError(name, f"{kind} with {frames} frames: which one to use is ambiguous; "
+                                 f"choose one with --frame (0-{frames - 1})")
+        return
+    if frame >= frames:
+        raise ImageReadError(name, f"frame {frame} requested but the file has {frames} "
+                             f"frame{'s' if frames > 1 else ''} (0-{frames - 1})")
+    if frame:
+        img.seek(frame)
+
+
+def _square_pixels(pixels: np.ndarray, row_mm: float | None, col_mm: float | None,
+                   name: str | Path) -> tuple[np.ndarray, float | None]:
+    """Resample columns so that pixels are square at the row spacing; (pixels, row spacing)."""
+    if row_mm is None or col_mm is None or row_mm <= 0 or col_mm <= 0:
+        return pixels, row_mm
+    ratio = col_mm / row_mm
+    if abs(ratio - 1.0) <= _SQUARE_PIXEL_TOLERANCE:
+        return pixels, row_mm
+    if not 1 / _MAX_PIXEL_ASPECT <= ratio <= _MAX_PIXEL_ASPECT:
+        raise ImageReadError(name, f"non-square pixels {row_mm:g} x {col_mm:g} mm (row x column): a ratio "
+                             f"beyond {_MAX_PIXEL_ASPECT:g}:1 is not a radiograph detector's")
+    import cv2
+
+    height, width = pixels.shape[:2]
+    new_width = max(1, int(round(width * ratio)))
+    interpolation = cv2.INTER_AREA if new_width < width else cv2.INTER_LINEAR
+    resized = cv2.resize(pixels, (new_width, height), interpolation=interpolation)
+    return np.clip(resized, 0.0, 1.0).astype(np.float32), row_mm
 
 
 def _pil_bit_depth(img: Image.Image) -> int:
@@ -287,8 +364,8 @@ def _pil_bit_depth(img: Image.Image) -> int:
     return 8
 
 
-def _pil_to_unit(img: Image.Image) -> np.ndarray:
-    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range."""
+def _pil_to_unit(img: Image.Image) -> tuple[np.ndarray, float]:
+    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range, and their chroma."""
     mode = img.mode
     if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGBA" if "A" in mode or "transparency" in img.info else "RGB")
@@ -298,17 +375,38 @@ def _pil_to_unit(img: Image.Image) -> np.ndarray:
         mode = "L"
     arr = np.asarray(img)
     if mode.startswith("I;16"):
-        return (arr.astype(np.float32) / 65535.0).astype(np.float32)
+        return (arr.astype(np.float32) / 65535.0).astype(np.float32), 0.0
     if mode == "I":
         arr = arr.astype(np.float64)
         scale = 65535.0 if arr.max(initial=0) <= 65535 else float(2**32 - 1)
-        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32), 0.0
     if mode == "F":
-        return from_array(arr).pixels
+        return from_array(arr).pixels, 0.0
     grey = arr.astype(np.float32) / 255.0
     if grey.ndim == 3:
         grey = grey[..., :3]
-    return _to_grey(grey)
+    return _to_grey(grey), _chroma(grey)
+
+
+def chroma_spread(rgb: np.ndarray) -> float:
+    """How much the hue varies across an (H, W, 3) [0, 1] image: the standard deviation of the
+    chromaticities r = R/(R+G+B) and g = G/(R+G+B) over pixels that are not dark. A grey image
+    and a uniformly tinted one (sepia, a film photographed on a lightbox) score about 0."""
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))
+    s = np.asarray(rgb[::step, ::step, :3], np.float32).reshape(-1, 3)
+    total = s.sum(axis=1)
+    s, total = s[total > 0.3], total[total > 0.3]
+    if len(total) < 16:
+        return 0.0
+    r, g = s[:, 0] / total, s[:, 1] / total
+    return float(math.hypot(float(r.std()), float(g.std())))
+
+
+def _chroma(arr: np.ndarray) -> float:
+    """Colour variation of an (H, W, 3) [0, 1] array (``osteopano.prepare.gate.chroma_spread``); 0 for grey."""
+    if arr.ndim != 3:
+        return 0.0
+    return chroma_spread(arr)
 
 
 def _to_grey(arr: np.ndarray) -> np.ndarray:
@@ -324,24 +422,34 @@ def _to_grey(arr: np.ndarray) -> np.ndarray:
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
 
 
-def _pil_spacing(img: Image.Image) -> float | None:
-    """Row spacing from PNG pHYs (per metre, not a round DPI) or TIFF resolution in cm."""
+def _pil_spacing(img: Image.Image) -> tuple[float, float | None] | None:
+    """(row, column) spacing from PNG pHYs (per metre, not a round DPI) or TIFF resolution in cm.
+
+    None when the row spacing is unknown; the column spacing is None when it is not plausible."""
     if img.format == "PNG":
         dpi = img.info.get("dpi")  # Pillow sets it only for a per-metre pHYs chunk
         if not dpi:
             return None
-        per_metre = round(float(dpi[1]) / 0.0254)
-        if any(per_metre == int(d / 0.0254 + 0.5) for d in _ROUND_DPI):
-            return None
-        return _plausible_spacing(1000.0 / per_metre if per_metre > 0 else None)
+
+        def from_dpi(value: float) -> float | None:
+            per_metre = round(float(value) / 0.0254)
+            if per_metre <= 0 or any(per_metre == int(d / 0.0254 + 0.5) for d in _ROUND_DPI):
+                return None
+            return _plausible_spacing(1000.0 / per_metre)
+
+        row = from_dpi(dpi[1])
+        return None if row is None else (row, from_dpi(dpi[0]))
     if img.format == "TIFF":
         tags = img.tag_v2
         if tags.get(296) != 3:  # ResolutionUnit: 3 = centimetre; inch or none is not a detector
             return None
-        y_res = tags.get(283)  # YResolution, pixels per centimetre
-        if not y_res or float(y_res) <= 0:
-            return None
-        return _plausible_spacing(10.0 / float(y_res))
+
+        def from_res(tag: int) -> float | None:
+            res = tags.get(tag)  # pixels per centimetre
+            return _plausible_spacing(10.0 / float(res)) if res and float(res) > 0 else None
+
+        row = from_res(283)  # YResolution
+        return None if row is None else (row, from_res(282))  # XResolution
     return None
 
 
@@ -356,7 +464,8 @@ def _plausible_spacing(value: float | None) -> float | None:
 # ----------------------------------------------------------------------------- DICOM
 
 
-def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool) -> Radiograph:
+def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool,
+                frame: int | None = None) -> Radiograph:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -376,27 +485,40 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool)
         raise ImageReadError(
             name, f"image is {cols}x{rows} = {rows * cols} pixels, above the limit of {max_pixels}"
         )
+    frames = _dicom_frames(ds)
+    if frame is None and frames > 1:
+        raise ImageReadError(name, f"multi-frame DICOM with {frames} frames: which one to use is "
+                             f"ambiguous; choose one with --frame (0-{frames - 1})")
+    if frame is not None and frame >= frames:
+        raise ImageReadError(name, f"frame {frame} requested but the file has {frames} "
+                             f"frame{'s' if frames > 1 else ''} (0-{frames - 1})")
     arr = _dicom_pixels(ds, name)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        arr = arr[0]  # multi-frame: the first frame
+    if frames > 1:
+        arr = arr[frame]
+    row_mm, col_mm = _dicom_spacings(ds)
     if arr.ndim == 3:  # colour DICOM (pydicom converts YBR to RGB)
         bits = int(ds.get("BitsStored", 8))
+        rgb = arr.astype(np.float32) / float(2**bits - 1)
+        pixels, spacing = _square_pixels(_to_grey(rgb), row_mm, col_mm, name)
         return Radiograph(
-            pixels=_to_grey(arr.astype(np.float32) / float(2**bits - 1)),
+            pixels=pixels,
+            chroma=_chroma(rgb),
             bit_depth=bits,
-            pixel_spacing_mm=_dicom_spacing(ds),
+            pixel_spacing_mm=spacing,
             source_format="dicom",
             path=str(name),
             patient_id=_patient_id(ds),
+            patient=_patient(ds),
         )
-    unit = _dicom_to_unit(ds, arr)
+    unit, spacing = _square_pixels(_dicom_to_unit(ds, arr), row_mm, col_mm, name)
     return Radiograph(
         pixels=unit,
         bit_depth=int(ds.get("BitsStored", 16)),
-        pixel_spacing_mm=_dicom_spacing(ds),
+        pixel_spacing_mm=spacing,
         source_format="dicom",
         path=str(name),
         patient_id=_patient_id(ds),
+        patient=_patient(ds),
     )
 
 
@@ -489,15 +611,34 @@ def _modality_range(ds: Any) -> tuple[float, float]:
     return float(ends[0]), float(ends[1])
 
 
-def _dicom_spacing(ds: Any) -> float | None:
+def _dicom_frames(ds: Any) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _dicom_spacings(ds: Any) -> tuple[float | None, float | None]:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; (None, None) if unknown."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value:
             try:
-                return _plausible_spacing(float(value[0]))  # row spacing
+                row = _plausible_spacing(float(value[0]))
             except (TypeError, ValueError, IndexError):
                 continue
-    return None
+            try:
+                col = _plausible_spacing(float(value[1])) if len(value) > 1 else row
+            except (TypeError, ValueError):
+                col = None
+            return row, col
+    return None, None
+
+
+def _patient(ds: Any) -> dict[str, Any] | None:
+    from osteopano.prepare.risk import dicom_patient
+
+    return dicom_patient(ds) or None
 
 
 def _patient_id(ds: Any) -> str | None:
