@@ -166,20 +166,22 @@ def _r2(v: tuple[float, float] | None, nd: int = 1) -> list[float] | None:
     return None if v is None else [round(float(v[0]), nd), round(float(v[1]), nd)]
 
 
-def resolve_spacing(image: Radiograph, pixel_spacing_mm: float | None) -> tuple[float | None, str]:
-    """Pixel spacing and where it came from: the argument, else the file, else unknown."""
-    if pixel_spacing_mm is not None:
-        if not 0.0 < pixel_spacing_mm < 5.0:
-            raise OsteopanoError(f"pixel spacing {pixel_spacing_mm} mm is not plausible (expected 0-5 mm)")
-        return float(pixel_spacing_mm), "argument"
-    if image.pixel_spacing_mm:
-        return float(image.pixel_spacing_mm), "file"
-    return None, "unknown"
+def _spacing(image: Radiograph, pixel_spacing_mm: float | None) -> tuple[float | None, str]:
+    """The spacing to measure with and its source ('argument' | 'file' | 'unknown'), by the one rule of
+    ``osteopano.io.spacing`` (the argument is the explicit value; callers with a manifest resolve first)."""
+    from osteopano.errors import DataError
+    from osteopano.io.spacing import resolve_spacing
+
+    try:
+        found = resolve_spacing(pixel_spacing_mm, None, image.pixel_spacing_mm, name=image.path or "image")
+    except DataError as exc:
+        raise OsteopanoError(str(exc)) from None
+    return found.mm, {"option": "argument"}.get(found.source, found.source)
 
 
 def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, threshold_mm: float = 3.0) -> CortexMeasurement:
     """Measure the mandibular cortical width below the mental foramen on both sides."""
-    spacing, source = resolve_spacing(image, pixel_spacing_mm)
+    spacing, source = _spacing(image, pixel_spacing_mm)
     raw = np.asarray(image.pixels, dtype=np.float32)
     pixels = ct.normalise(raw)          # profiles: the intensities' own shape (half-level crossings)
     ranked = ct.rank_normalise(raw)     # border search: independent of the rendering curve

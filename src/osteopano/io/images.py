@@ -636,9 +636,38 @@ def _dicom_spacings(ds: Any) -> tuple[float | None, float | None]:
 
 
 def _patient(ds: Any) -> dict[str, Any] | None:
-    from osteopano.prepare.risk import dicom_patient
-
     return dicom_patient(ds) or None
+
+
+PLAUSIBLE_WEIGHT_KG = (2.0, 400.0)  # kg; outside, a DICOM PatientWeight is ignored
+
+
+def dicom_patient(ds: Any) -> dict[str, Any]:
+    """age (years), sex and weight_kg from a pydicom dataset's PatientAge ('065Y', '018M', '20W',
+    '100D'), PatientSex and PatientWeight (kg); what is absent or unreadable is left out."""
+    out: dict[str, Any] = {}
+    age = parse_dicom_age(str(ds.get("PatientAge", "") or ""))
+    if age is not None:
+        out["age"] = age
+    sex = str(ds.get("PatientSex", "") or "").strip().upper()
+    if sex in ("F", "M", "O"):
+        out["sex"] = sex
+    try:
+        weight = float(ds.get("PatientWeight") or 0)
+    except (TypeError, ValueError):
+        weight = 0.0
+    if PLAUSIBLE_WEIGHT_KG[0] <= weight <= PLAUSIBLE_WEIGHT_KG[1]:
+        out["weight_kg"] = weight
+    return out
+
+
+def parse_dicom_age(text: str) -> float | None:
+    """DICOM AS ('nnnD|W|M|Y') in years; None when empty or malformed."""
+    text = text.strip().upper()
+    if len(text) != 4 or not text[:3].isdigit() or text[3] not in "DWMY":
+        return None
+    per_year = {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}[text[3]]
+    return round(int(text[:3]) / per_year, 2)
 
 
 def _patient_id(ds: Any) -> str | None:

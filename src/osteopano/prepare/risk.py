@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from osteopano.errors import DataError
+from osteopano.io.images import PLAUSIBLE_WEIGHT_KG, dicom_patient, parse_dicom_age  # noqa: F401  (read at decoding)
 
 HIGH_BELOW = -4       # OST < -4: high risk (Koh 2001)
 LOW_ABOVE = -1        # OST > -1: low risk; -4..-1: moderate
@@ -48,7 +49,6 @@ REFERRALS = ("refer", "consider", "no")
 SOURCES = ("option", "manifest", "file")
 MANIFEST_COLUMNS = {"age": "age", "sex": "sex", "weight_kg": "weight_kg"}
 PLAUSIBLE_AGE = (0.0, 130.0)
-PLAUSIBLE_WEIGHT_KG = (2.0, 400.0)
 _SEX = {"f": "F", "female": "F", "w": "F", "m": "M", "male": "M", "o": "O", "other": "O"}
 
 
@@ -159,7 +159,7 @@ def clean_values(values: Mapping[str, Any] | None, name: str = "image") -> dict[
 
 def merge_values(*layers: tuple[str, Mapping[str, Any] | None]) -> tuple[dict[str, Any], dict[str, str]]:
     """Per input, the first layer that has it: ``merge_values(('option', o), ('manifest', m), ('file', f))``
-    -> (values, sources). The same precedence as the pixel spacing (``osteopano.prepare.spacing``)."""
+    -> (values, sources). The same precedence as the pixel spacing (``osteopano.io.spacing``)."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for source, layer in layers:
@@ -171,37 +171,9 @@ def merge_values(*layers: tuple[str, Mapping[str, Any] | None]) -> tuple[dict[st
     return values, sources
 
 
-def dicom_patient(ds: Any) -> dict[str, Any]:
-    """age (years), sex and weight_kg from a pydicom dataset's PatientAge ('065Y', '018M', '20W',
-    '100D'), PatientSex and PatientWeight (kg); what is absent or unreadable is left out."""
-    out: dict[str, Any] = {}
-    age = parse_dicom_age(str(ds.get("PatientAge", "") or ""))
-    if age is not None:
-        out["age"] = age
-    sex = str(ds.get("PatientSex", "") or "").strip().upper()
-    if sex in ("F", "M", "O"):
-        out["sex"] = sex
-    try:
-        weight = float(ds.get("PatientWeight") or 0)
-    except (TypeError, ValueError):
-        weight = 0.0
-    if PLAUSIBLE_WEIGHT_KG[0] <= weight <= PLAUSIBLE_WEIGHT_KG[1]:
-        out["weight_kg"] = weight
-    return out
-
-
-def parse_dicom_age(text: str) -> float | None:
-    """DICOM AS ('nnnD|W|M|Y') in years; None when empty or malformed."""
-    text = text.strip().upper()
-    if len(text) != 4 or not text[:3].isdigit() or text[3] not in "DWMY":
-        return None
-    per_year = {"D": 365.25, "W": 52.1775, "M": 12.0, "Y": 1.0}[text[3]]
-    return round(int(text[:3]) / per_year, 2)
-
-
 def manifest_values(files: Iterable[Path]) -> dict[Path, dict[str, str]]:
     """``age``, ``sex``, ``weight_kg`` of images listed in a ``manifest.csv`` in their folder or a folder
-    above (resolved path -> the non-empty values), like ``osteopano.prepare.spacing.manifest_spacings``."""
+    above (resolved path -> the non-empty values), like ``osteopano.io.spacing.manifest_spacings``."""
     found: dict[Path, dict[str, str]] = {}
     read: set[Path] = set()
     for path in files:

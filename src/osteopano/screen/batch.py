@@ -23,7 +23,7 @@ from osteopano.io.images import Radiograph
 from osteopano.io.rows import RowWriter, check_output_file, previous_rows
 from osteopano.io.walk import OutputNames, iter_image_paths
 from osteopano.prepare.risk import manifest_values
-from osteopano.prepare.spacing import manifest_spacings
+from osteopano.io.spacing import manifest_spacings
 from osteopano.screen.result import ScreeningResult
 from osteopano.screen.screener import Screener
 

@@ -4,7 +4,7 @@
 it, so every image is decoded once and its cortex measured at most once (an ROI model's crops reuse
 the measurement that ``--measure`` reports). Without a model (``engine=None``) it measures only.
 
-* the pixel spacing follows the one rule of ``osteopano.prepare.spacing``;
+* the pixel spacing follows the one rule of ``osteopano.io.spacing``;
 * the radiograph gate (``osteopano.prepare.gate``) refuses what is not a panoramic radiograph before
   anything is scored (``gate=False`` for research use; recorded in the result as 'off');
 * an image that cannot be read, is refused, or cannot be prepared becomes a result with ``error`` set
@@ -23,7 +23,7 @@ import numpy as np
 from osteopano.errors import ModelError, OsteopanoError
 from osteopano.io.images import Radiograph, from_array, read_image
 from osteopano.prepare.chain import ModelInput, prepare
-from osteopano.prepare.spacing import Spacing, resolve_spacing
+from osteopano.io.spacing import Spacing, resolve_spacing
 from osteopano.screen.engines import Engine, load_engine
 from osteopano.screen.result import BASE_COLUMNS, RISK_COLUMNS, ScreeningResult, measurement_columns
 

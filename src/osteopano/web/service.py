@@ -49,7 +49,7 @@ def parse_spacing(text: str | None) -> float | None:
     if text is None or not text.strip():
         return None
     from osteopano.errors import DataError
-    from osteopano.prepare.spacing import check_spacing
+    from osteopano.io.spacing import check_spacing
 
     try:
         return check_spacing(text.strip().replace(",", "."), SPACING_FIELD)
