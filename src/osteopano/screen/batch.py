@@ -224,21 +224,27 @@ class Screened:
 def screen(engine: Engine, paths: Iterable[Path], *, batch_size: int = 8, heatmaps_dir: Path | None = None,
            report_dir: Path | None = None, measure: bool = False, pixel_spacing_mm: float | None = None,
            name_of: Callable[[Path], str] = lambda p: p.stem,
-           covariates: dict[str, Any] | None = None) -> Iterator[list[Screened]]:
+           covariates: dict[str, Any] | None = None, workers: int | None = None) -> Iterator[list[Screened]]:
     """Predict ``paths`` in batches of ``batch_size``, yielding each batch's outcomes as soon as it is done.
 
     ``heatmaps_dir``: a Grad-CAM overlay PNG per image (torch engine); ``report_dir``: an HTML + PDF
     report per image (with the overlay when the engine can make one); ``measure``: the cortical-width
     columns of ``osteopano.cortex.measure.measure`` in each row. Images that cannot be read become rows with
     their error. Only one batch of images is held in memory at a time. ``covariates`` (e.g.
-    {'age': 67, 'sex': 'F'}) go to every image, for models that take them.
+    {'age': 67, 'sex': 'F'}) go to every image, for models that take them. ``workers`` threads
+    (default one per core; 1 = none) read and prepare the next images while the network runs
+    (``osteopano.screen.prefetch``).
     """
     if heatmaps_dir is not None and not engine.supports_heatmaps:
         raise OsteopanoError(engine.heatmap_unavailable)
     with_heatmap = heatmaps_dir is not None or (report_dir is not None and engine.supports_heatmaps)
     card = engine.card if report_dir is not None else None
-    for pairs in engine.iter_predict(paths, heatmap=with_heatmap, batch_size=batch_size,
-                                     pixel_spacing_mm=pixel_spacing_mm, covariates=covariates):
+    from osteopano.screen.prefetch import predict_prefetched
+
+    keep_pixels = with_heatmap or report_dir is not None or measure
+    for pairs in predict_prefetched(engine, paths, heatmap=with_heatmap, batch_size=batch_size,
+                                    pixel_spacing_mm=pixel_spacing_mm, covariates=covariates,
+                                    workers=workers, keep_pixels=keep_pixels):
         batch = []
         for result, image in pairs:
             item = Screened(result, result.to_row())
