@@ -34,6 +34,10 @@ def command(
                                      "trained with --covariates age (applies to every image)."),
     sex: str | None = typer.Option(None, "--sex", help="F or M, for models trained with --covariates sex "
                                    "(applies to every image)."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
+                                   help="Run on Ray Data (pip install 'osteopano[scale]'; an .onnx model and "
+                                   "--out FILE.csv/.jsonl): 'local' starts a Ray on this machine (or joins "
+                                   "RAY_ADDRESS's), 'auto' or HOST:6379 a running cluster."),
 ) -> None:
     """Screen radiographs for signs of osteoporosis: probability and refer-for-DXA decision per image.
 
@@ -56,6 +60,14 @@ def command(
     if out is not None and out.suffix.lower() not in (".csv", ".jsonl"):
         raise DataError(f"{out}: --out must end in .csv or .jsonl")
     exclude = [d for d in (heatmaps, report) if d is not None]
+    if ray is not None:
+        from osteopano.screen.ray_data import predict_command
+
+        return predict_command(model, inputs, out, address=None if ray == "local" else ray, resume=resume,
+                               batch_size=batch_size, threshold=threshold, pixel_spacing_mm=pixel_spacing,
+                               covariates={k: v for k, v in (("age", age), ("sex", sex)) if v is not None},
+                               unsupported=[name for name, v in (("--heatmaps", heatmaps), ("--report", report),
+                                                                 ("--measure", measure)) if v])
     done = done_paths(out) if resume and out is not None else set()
     n_found = total = 0
     for path in iter_image_paths(inputs, exclude):  # a walk over names only, for the progress bar
