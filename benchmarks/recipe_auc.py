@@ -23,12 +23,12 @@ from osteopano.train.config import RunConfig
 from osteopano.train.loop import evaluate_run, train_run
 
 
-def _auc(metrics: dict) -> str:
+def _auc(metrics: dict, n: int) -> str:
     auc = metrics["auc"]
     if auc["value"] is None:
         return auc["note"]
     ci = f" (95% CI {auc['ci'][0]:.3f}-{auc['ci'][1]:.3f})" if auc["ci"] else ""
-    return f"{auc['value']:.3f}{ci}, n={sum(sum(v.values()) for v in metrics.get('split_sizes', {}).values()) or '?'}"
+    return f"{auc['value']:.3f}{ci}, n={n}"
 
 
 def main() -> None:
@@ -52,7 +52,8 @@ def main() -> None:
         train_run(cfg, run)
         internal = json.loads((run / "metrics.json").read_text())
         external = evaluate_run(run, args.external, run / "external")
-        table.add_row(recipe, _auc(internal), _auc(external))
+        n_test = sum(internal["split_sizes"]["test"].values())
+        table.add_row(recipe, _auc(internal, n_test), _auc(external, external["n"]))
     Console().print(table)
 
 
