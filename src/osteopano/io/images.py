@@ -331,12 +331,9 @@ def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
         return None
     if img.mode == "I":  # the Pillow path's float64 scaling, for identical rounding
         return np.clip(arr.astype(np.float64) / 65535.0, 0.0, 1.0).astype(np.float32), factor
-    if dtype == np.uint16:
-        return (arr.astype(np.float32) / 65535.0).astype(np.float32), factor
-    if arr.ndim == 3:
-        arr = arr[..., 2::-1]  # BGR(A) -> RGB
-    grey = arr.astype(np.float32) / 255.0
-    return _to_grey(grey), factor
+    unit = (arr if arr.ndim == 2 else arr[..., 2::-1]).astype(np.float32)  # BGR(A) -> RGB
+    unit /= 65535.0 if dtype == np.uint16 else 255.0  # in place: the same values as Pillow's path
+    return _to_grey(unit), factor
 
 
 def _pil_bit_depth(img: Image.Image) -> int:
