@@ -95,7 +95,10 @@ class Preprocess:
     def _window_clahe(self, img: np.ndarray) -> np.ndarray:
         """Steps 1-2 on a float32 (H, W) image -> uint8 (H, W)."""
         lo, hi = np.percentile(img, [self.window_low, self.window_high])
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        # fast-v2 windows area averages, which carry float rounding: a spread below 1e-6 (1/15 of one
+        # 16-bit level) is a flat image, not contrast to stretch; full-v1 keeps its exact rule
+        flat = hi - lo <= 1e-6 if self.recipe == FAST_V2 else hi <= lo
+        scale = 0.0 if flat else 255.0 / (hi - lo)
         u8 = np.clip((img - lo) * scale, 0, 255).round().astype(np.uint8)
         if self.clahe_clip > 0:
             clahe = cv2.createCLAHE(clipLimit=self.clahe_clip, tileGridSize=(self.clahe_grid, self.clahe_grid))
