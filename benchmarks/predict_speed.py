@@ -11,7 +11,9 @@
   does: threads decode + prepare while the network runs); ``keras`` is the study's stack
   (benchmarks/keras_reference.py in the virtualenv made by ``make bench-reference``, or
   ``--keras-python``); ``predict CLI`` times ``osteopano predict MODEL.onnx DIR --out rows.csv``
-  end to end (process start, imports and model load included; no warm-up).
+  end to end (process start, imports and model load included; no warm-up); ``ray`` runs
+  ``osteopano.screen.ray_data.predict_ray`` on a local Ray with this machine's CPUs (after a
+  warm-up batch; Ray's own start excluded) and checks its rows equal the onnx engine's.
 * peak RSS: VmHWM of a fresh process that loads the model and predicts ONE 2943 x 1435 image.
 * ratio: images/s over the Keras stack's in the same run. ``--rounds`` > 1 repeats the whole
   round robin and keeps each engine's best round (the machine may be shared).
@@ -49,6 +51,9 @@ def _worker(args: argparse.Namespace) -> None:
     import osteopano
     from osteopano.screen.batch import screen
 
+    if args.worker == "ray":
+        _ray_worker(args)
+        return
     model = osteopano.load(args.model, engine=args.engine)
     out = {"engine": model.name, "load_s": time.perf_counter() - t0}
     if args.worker == "throughput":
@@ -60,11 +65,43 @@ def _worker(args: argparse.Namespace) -> None:
         out["seconds"] = time.perf_counter() - t1
         out["n"] = len(paths)
         out["errors"] = sum(r["error"] is not None for r in rows)
+        if args.rows:
+            _write_rows(Path(args.rows), rows)
     else:
         out["probability"] = model.predict(Path(args.images)).probability
     out["peak_rss_mb"] = _peak_rss_mb()
     out["torch_imported"] = "torch" in sys.modules
     print(json.dumps(out))
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    from osteopano.screen.batch import RowWriter
+
+    with RowWriter(path) as writer:
+        writer.write(rows)
+
+
+def _ray_worker(args: argparse.Namespace) -> None:
+    """A local Ray with this machine's CPUs: warm-up on one batch, then the whole list (pipeline start-up
+    and actor creation included, Ray's own start excluded)."""
+    import ray
+
+    from osteopano.screen.ray_data import predict_ray
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    paths = [Path(p) for p in Path(args.images).read_text().split("\n") if p]
+    with tempfile.TemporaryDirectory() as tmp:
+        predict_ray(args.model, paths[: args.batch_size], Path(tmp) / "warm.csv", batch_size=args.batch_size)
+        marks: list[tuple[float, int]] = []
+        start = time.perf_counter()
+        counts = predict_ray(args.model, paths, Path(args.rows or Path(tmp) / "rows.csv"), batch_size=args.batch_size,
+                             on_rows=lambda n: marks.append((time.perf_counter(), n)))
+        seconds = time.perf_counter() - start
+    # steady state: from the first batch written to the last (pipeline and actor start-up left out)
+    steady = ((sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0]))
+              if len(marks) > 2 and marks[-1][0] > marks[0][0] else None)
+    print(json.dumps({"engine": "ray", "n": len(paths), "seconds": seconds, "errors": counts["errors"],
+                      "steady_images_per_s": steady, "peak_rss_mb": _peak_rss_mb()}))
 
 
 def _json_child(cmd: list[str], what: str) -> dict:
@@ -74,9 +111,10 @@ def _json_child(cmd: list[str], what: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def _osteopano(mode: str, engine: str, model: Path, images: Path, batch_size: int) -> dict:
+def _osteopano(mode: str, engine: str, model: Path, images: Path, batch_size: int, rows: Path | None = None) -> dict:
     return _json_child([sys.executable, __file__, "--worker", mode, "--engine", engine, "--model", str(model),
-                        "--images", str(images), "--batch-size", str(batch_size)], f"{engine} {mode}")
+                        "--images", str(images), "--batch-size", str(batch_size)]
+                       + (["--rows", str(rows)] if rows else []), f"{engine} {mode}")
 
 
 def _keras(python: Path, mode: str, images: Path, batch_size: int) -> dict:
@@ -149,9 +187,12 @@ def main() -> None:
     parser.add_argument("--reference", choices=("keras", "none"), default="keras")
     parser.add_argument("--keras-python", type=Path, default=KERAS_PYTHON,
                         help="The Python of the Keras virtualenv (make bench-reference).")
-    parser.add_argument("--engines", default="torch,onnx,cli", help="Comma list of torch, onnx, cli.")
+    parser.add_argument("--engines", default="torch,onnx,cli",
+                        help="Comma list of torch, onnx, cli, ray (Ray Data on a local Ray with this machine's "
+                             "CPUs; needs osteopano[scale]; its rows are compared with the onnx engine's).")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--worker", choices=("throughput", "peak"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("throughput", "peak", "ray"), help=argparse.SUPPRESS)
+    parser.add_argument("--rows", help=argparse.SUPPRESS)
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,9 +232,13 @@ def main() -> None:
                 if engine == "cli":
                     timed["predict CLI (onnx)"] = _cli(onnx_file, folder, len(paths), tmp / "rows.csv",
                                                        args.batch_size)
+                elif engine == "ray":
+                    timed["ray (local)"] = _osteopano("ray", "onnx", onnx_file, listing, args.batch_size,
+                                                      tmp / "rows-ray.csv")
                 else:
                     timed[engine] = _osteopano("throughput", engine, run if engine == "torch" else onnx_file,
-                                               listing, args.batch_size)
+                                               listing, args.batch_size,
+                                               tmp / "rows-onnx.csv" if engine == "onnx" else None)
             for name, res in timed.items():
                 res["rate"] = res["n"] / res["seconds"]
                 if name not in best or res["rate"] > best[name]["rate"]:
@@ -201,8 +246,11 @@ def main() -> None:
         peaks = {}
         if keras:
             peaks["keras"] = _keras(args.keras_python, "peak", big, 1)["peak_rss_mb"]
+        same_rows = None
+        if (tmp / "rows-ray.csv").exists() and (tmp / "rows-onnx.csv").exists():
+            same_rows = (tmp / "rows-ray.csv").read_text() == (tmp / "rows-onnx.csv").read_text()
         for engine in engines:
-            if engine != "cli":
+            if engine not in ("cli", "ray"):
                 peaks[engine] = _osteopano("peak", engine, run if engine == "torch" else onnx_file, big, 1)[
                     "peak_rss_mb"]
     load = os.getloadavg()
@@ -216,7 +264,14 @@ def main() -> None:
         table.add_row(name, f"{res['rate']:.1f}", f"{1000 / res['rate']:.1f}",
                       f"{res['rate'] / ref:.2f}x" if ref else "", f"{peak:.0f}" if peak else "")
     Console().print(table)
-    print(json.dumps({"images": described, "load_average": load,
+    if "ray (local)" in best and "onnx" in best:
+        ray_res, onnx_rate = best["ray (local)"], best["onnx"]["rate"]
+        steady = ray_res.get("steady_images_per_s")
+        print(f"Ray Data on a local {os.cpu_count()}-CPU Ray: {ray_res['rate'] / onnx_rate:.0%} of the onnx engine's "
+              f"images/s end to end" + (f", {steady / onnx_rate:.0%} in steady state ({steady:.1f} images/s, "
+                                        "first batch to last)" if steady else "")
+              + f"; rows identical to the onnx engine's: {same_rows}")
+    print(json.dumps({"images": described, "load_average": load, "ray_rows_identical": same_rows,
                       "engines": {k: {"images_per_s": round(v["rate"], 2), "peak_rss_mb": peaks.get(k)}
                                   for k, v in best.items()}}))
 

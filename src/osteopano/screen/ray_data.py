@@ -24,7 +24,7 @@ one core does in ``osteopano predict`` per CPU of the cluster: decoding a 2943 x
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -104,12 +104,14 @@ class _Score:
 def predict_ray(model: str | Path, inputs: Iterable[str | Path], out: str | Path, *, address: str | None = None,
                 resume: bool = False, batch_size: int = 8, actors: int | None = None,
                 threshold: float | None = None, pixel_spacing_mm: float | None = None,
-                covariates: dict[str, Any] | None = None, exclude: Iterable[Path] = ()) -> dict[str, int]:
+                covariates: dict[str, Any] | None = None, exclude: Iterable[Path] = (),
+                on_rows: Callable[[int], None] | None = None) -> dict[str, int]:
     """Screen ``inputs`` with the ONNX ``model`` on Ray Data; rows go to ``out`` (.csv or .jsonl) as in
     ``osteopano predict``. ``address``: a running cluster ('auto', 'HOST:6379', 'ray://...'); None joins
     the cluster of ``RAY_ADDRESS`` or starts a local one (unless ``ray.init`` was called already).
     ``actors``: ONNX sessions (default: the cluster's CPUs, at least 1). Returns counts
-    {'screened', 'errors', 'skipped'} (skipped: already in ``out`` with ``resume``)."""
+    {'screened', 'errors', 'skipped'} (skipped: already in ``out`` with ``resume``). ``on_rows(n)`` is
+    called after each batch of ``n`` rows is written (a progress bar)."""
     ray = _require_ray()
     from osteopano.screen.batch import RowWriter, ScreeningResult, done_paths, iter_image_paths
     from osteopano.screen.engines import OnnxEngine
@@ -165,6 +167,8 @@ def predict_ray(model: str | Path, inputs: Iterable[str | Path], out: str | Path
             writer.write(rows)
             counts["errors"] += sum(r["error"] is not None for r in rows)
             counts["screened"] += sum(r["error"] is None for r in rows)
+            if on_rows is not None:
+                on_rows(len(rows))
     return counts
 
 
