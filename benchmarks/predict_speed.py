@@ -49,7 +49,11 @@ def _worker(args: argparse.Namespace) -> None:
     """Runs in the subprocess: load, predict, print one JSON line."""
     t0 = time.perf_counter()
     import osteopano
-    from osteopano.screen.batch import screen
+    from osteopano.screen.batch import Outputs, plan_batch, run_batch
+
+    def screen(model, paths, batch_size):  # what `osteopano predict` runs, without the progress bar
+        plan = plan_batch(paths, Outputs(), False)
+        return run_batch(model, paths, plan, Outputs(), batch_size=batch_size)
 
     if args.worker == "ray":
         _ray_worker(args)
@@ -133,10 +137,10 @@ def _cli(model: Path, folder: Path, n: int, out: Path, batch_size: int) -> dict:
 
 
 def _train(tmp: Path) -> Path:
+    from osteopano.model.config import RunConfig
     from osteopano.model.networks import backbone_mean_std
     from osteopano.phantom.generate import generate
     from osteopano.prepare.intensity import Preprocess
-    from osteopano.train.config import RunConfig
     from osteopano.train.loop import train_run
 
     generate(tmp / "train", 16, 0, width=800, progress=False)

@@ -19,8 +19,9 @@ from rich.table import Table
 
 from osteopano.model.networks import backbone_mean_std
 from osteopano.prepare.intensity import RECIPES, Preprocess
-from osteopano.train.config import RunConfig
-from osteopano.train.loop import evaluate_run, train_run
+from osteopano.model.config import RunConfig
+from osteopano.train.evaluate import evaluate_run
+from osteopano.train.loop import train_run
 
 
 def _auc(metrics: dict, n: int) -> str:

@@ -62,7 +62,7 @@ def _train(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> tupl
 def _fit(manifest: Path, out: Path, args: argparse.Namespace, **extra) -> None:
     from rich.console import Console
 
-    from osteopano.train.config import RunConfig
+    from osteopano.model.config import RunConfig
     from osteopano.model.networks import backbone_mean_std
     from osteopano.prepare.intensity import Preprocess
     from osteopano.train.loop import train_run

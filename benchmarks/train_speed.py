@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from osteopano.model.networks import create_model
-from osteopano.train.loop import resolve_precision
+from osteopano.train.tensors import resolve_precision
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv3_large_100")
 ROOT = Path(__file__).resolve().parents[1]

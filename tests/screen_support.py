@@ -15,7 +15,7 @@ N_TRAIN = 24
 @functools.cache
 def trained_run(base: Path) -> Path:
     """Synthesise N_TRAIN phantoms and train efficientnet_lite0 from scratch for 1 epoch at 64 px."""
-    from osteopano.train.config import RunConfig
+    from osteopano.model.config import RunConfig
     from osteopano.phantom.generate import generate
     from osteopano.prepare.intensity import Preprocess
     from osteopano.train.loop import train_run

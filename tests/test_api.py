@@ -11,7 +11,8 @@ import pytest
 from screen_support import exported_onnx
 
 import osteopano
-from osteopano.screen.engines import OnnxEngine, TorchEngine, build_card
+from osteopano.model.card import build_card
+from osteopano.screen.engines import OnnxEngine, TorchEngine
 from osteopano.errors import ImageReadError, ModelError
 from osteopano.io.images import read_image
 
@@ -28,8 +29,8 @@ def image(screen_base, run) -> Path:
 
 def test_load_picks_the_engine(run, screen_base, torch_model):
     onnx_file = exported_onnx(screen_base)
-    assert isinstance(torch_model, TorchEngine) and torch_model.supports_heatmaps
-    assert isinstance(osteopano.load(onnx_file), OnnxEngine)
+    assert isinstance(torch_model.engine, TorchEngine) and torch_model.supports_heatmaps
+    assert isinstance(osteopano.load(onnx_file).engine, OnnxEngine)
     with pytest.raises(ModelError, match="osteopano export"):
         osteopano.load(run, engine="onnx")  # the run folder holds no model.onnx
     with pytest.raises(ModelError, match="run folder"):
@@ -91,7 +92,8 @@ def test_card_and_model_id(torch_model, run):
     digest = hashlib.sha256((run / "model.safetensors").read_bytes()).hexdigest()[:8]
     assert torch_model.model_id == f"run-{digest}" == card["model_id"]
     assert card["backbone"] == "efficientnet_lite0" and card["classes"] == ["normal", "osteoporosis"]
-    assert card["threshold"]["value"] == torch_model.threshold and card["threshold"]["how_chosen"]
+    assert card["threshold"]["value"] == torch_model.threshold and card["threshold"]["description"]
+    assert card["threshold"] == torch_model.spec.threshold.to_dict()  # the card is written from the spec
     metrics = json.loads((run / "metrics.json").read_text())
     assert card["test_metrics"]["auc"] == metrics["auc"]
     assert card["test_metrics"]["sensitivity"]["ci"] == metrics["sensitivity"]["ci"]
@@ -102,14 +104,15 @@ def test_card_and_model_id(torch_model, run):
 
 def test_run_trained_on_the_phantom_records_synthetic(torch_model):
     # the tiny run was trained on `osteopano.phantom.generate` output, whose dataset.json marks it synthetic
-    assert torch_model.run.config.data_synthetic is True
+    assert torch_model.engine.run.config.data_synthetic is True
     assert torch_model.card["training_data"]["synthetic"] is True
 
 
 @pytest.mark.parametrize("recorded", [True, False, None])
 def test_card_says_whether_the_data_were_synthetic(torch_model, recorded):
-    config = dataclasses.replace(torch_model.run.config, data_synthetic=recorded)
-    card = build_card(dataclasses.replace(torch_model.run, config=config))
+    config = dataclasses.replace(torch_model.engine.run.config, data_synthetic=recorded)
+    run = torch_model.engine.run
+    card = build_card(run.run_dir, config, run.spec, run.model_id)
     assert card["training_data"]["synthetic"] is recorded
     description = card["training_data"]["description"]
     assert ("SYNTHETIC" in description) is (recorded is True)

@@ -16,7 +16,10 @@ from torch import nn  # noqa: E402
 
 from osteopano.screen import explain  # noqa: E402
 from osteopano.errors import ModelError  # noqa: E402
+from osteopano.prepare.chain import ModelInput  # noqa: E402
 from osteopano.prepare.intensity import Preprocess  # noqa: E402
+from osteopano.prepare.spec import ModelSpec  # noqa: E402
+from osteopano.render.display import heatmap_overlay  # noqa: E402
 
 H, W = 60, 100          # full-resolution test images (not square: the map must come back to W x H)
 SQ_H, SQ_W = 15, 25     # the bright square (about 8 x 8 px in the 32 x 32 network input)
@@ -84,7 +87,12 @@ def square_model(_one_thread) -> SimpleNamespace:
     with torch.no_grad():
         accuracy = (net(x_test).argmax(1) == y_test).float().mean().item()
     assert accuracy >= 0.95, f"the square detector did not learn (held-out accuracy {accuracy:.2f})"
-    return SimpleNamespace(model=net, preprocess=pre, classes=CLASSES, positive_index=1)
+    return SimpleNamespace(model=net, spec=ModelSpec(classes=CLASSES))
+
+
+def _cam(model: SimpleNamespace, image: np.ndarray, **kw) -> np.ndarray:
+    """Grad-CAM of the square model, whose own input recipe (``_squash``) is passed as the model input."""
+    return explain.gradcam(model, image, model_input=ModelInput(_squash(image), np.zeros(0, np.float32)), **kw)
 
 
 def _box_mask(corner: tuple[int, int], margin: int = 0) -> np.ndarray:
@@ -97,7 +105,7 @@ def _box_mask(corner: tuple[int, int], margin: int = 0) -> np.ndarray:
 @pytest.mark.parametrize("corner", [(5, 8), (40, 70)])
 def test_heat_concentrates_on_the_square(square_model, corner):
     rng = np.random.default_rng(1)
-    heat = explain.gradcam(square_model, _image(rng, corner))
+    heat = _cam(square_model, _image(rng, corner))
     assert heat.shape == (H, W) and heat.dtype == np.float32
     assert 0.0 <= heat.min() and heat.max() <= 1.0 and heat.std() > 0.05
     inside = _box_mask(corner)
@@ -108,8 +116,8 @@ def test_heat_concentrates_on_the_square(square_model, corner):
 
 def test_heat_follows_the_square(square_model):
     rng = np.random.default_rng(2)
-    first = explain.gradcam(square_model, _image(rng, (5, 8)))
-    second = explain.gradcam(square_model, _image(rng, (40, 70)))
+    first = _cam(square_model, _image(rng, (5, 8)))
+    second = _cam(square_model, _image(rng, (40, 70)))
     ys, xs = np.mgrid[:H, :W]
     centroid = [(float((h * ys).sum() / h.sum()), float((h * xs).sum() / h.sum())) for h in (first, second)]
     assert centroid[1][0] > centroid[0][0] + 15 and centroid[1][1] > centroid[0][1] + 30
@@ -119,18 +127,18 @@ def test_target_class_and_model_state(square_model):
     image = _image(np.random.default_rng(3), (20, 40))
     square_model.model.train()  # gradcam must hand the model back as it found it
     try:
-        positive = explain.gradcam(square_model, image)
-        by_name = explain.gradcam(square_model, image, target_class="osteoporosis")
+        positive = _cam(square_model, image)
+        by_name = _cam(square_model, image, target_class="osteoporosis")
         assert square_model.model.training
     finally:
         square_model.model.eval()
     np.testing.assert_array_equal(positive, by_name)
-    negative = explain.gradcam(square_model, image, target_class=0)
+    negative = _cam(square_model, image, target_class=0)
     assert not np.allclose(negative, positive)
     with pytest.raises(ModelError, match="class"):
-        explain.gradcam(square_model, image, target_class=5)
+        _cam(square_model, image, target_class=5)
     with pytest.raises(ModelError, match="unknown class"):
-        explain.gradcam(square_model, image, target_class="fracture")
+        _cam(square_model, image, target_class="fracture")
 
 
 @pytest.mark.parametrize(("backbone", "expected"), [("tf_efficientnet_lite0", "bn2"),
@@ -159,7 +167,7 @@ def test_gradcam_on_the_project_classifier():
 
     torch.manual_seed(0)
     model = create_model("efficientnet_lite0", 2, weights="none").eval()
-    run = SimpleNamespace(model=model, preprocess=Preprocess(size=96), classes=CLASSES, positive_index=1)
+    run = SimpleNamespace(model=model, spec=ModelSpec(preprocess=Preprocess(size=96), classes=CLASSES))
     image = cv2.GaussianBlur(np.random.default_rng(4).random((90, 150), dtype=np.float32), (0, 0), 4)
     changed = image.copy()
     changed[10:40, 20:60] = 1.0
@@ -174,18 +182,16 @@ def test_gradcam_on_the_project_classifier():
     assert informative >= 1
 
 
-def test_overlay_and_save(tmp_path):
+def test_heatmap_overlay():
     rng = np.random.default_rng(5)
     pixels = rng.random((40, 70), dtype=np.float32)
     heat = np.zeros_like(pixels)
     heat[10:20, 30:50] = 1.0
-    image = explain.overlay(pixels, heat, alpha=0.5)
+    image = heatmap_overlay(pixels, heat, alpha=0.5)
     assert image.shape == (40, 70, 3) and image.dtype == np.uint8
     cold, hot = image[~(heat > 0)], image[heat > 0]
     assert (cold[:, 0] == cold[:, 1]).all() and (cold[:, 1] == cold[:, 2]).all()  # no heat: plain grey
     assert np.abs(hot[:, 0].astype(int) - hot[:, 2].astype(int)).mean() > 20  # heat: coloured (TURBO red)
     assert hot[:, 0].mean() > hot[:, 2].mean()  # RGB order: hot is red, not blue
-    path = explain.save_overlay(tmp_path / "o.png", pixels, heat, alpha=0.5)
-    np.testing.assert_array_equal(cv2.imread(str(path))[..., ::-1], image)
     with pytest.raises(ValueError, match="shape"):
-        explain.overlay(pixels, heat[:, :10])
+        heatmap_overlay(pixels, heat[:, :10])

@@ -21,17 +21,16 @@ def test_onnx_file_is_valid_and_self_describing(onnx_file, run):
     import onnx
 
     from osteopano import __version__
-    from osteopano.train.config import RunConfig
+    from osteopano.model.config import RunConfig
 
     model = onnx.load(str(onnx_file))
     onnx.checker.check_model(model, full_check=True)
     assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
     meta = {p.key: json.loads(p.value) for p in model.metadata_props}
     cfg = RunConfig.load(run / "config.json")
-    assert meta["osteopano.preprocess"] == cfg.preprocess
-    assert meta["osteopano.classes"] == cfg.classes and meta["osteopano.positive"] == cfg.positive
-    assert meta["osteopano.threshold"]["value"] == cfg.threshold
-    assert meta["osteopano.threshold"]["rule"] == cfg.threshold_rule
+    assert meta["osteopano.spec"] == cfg.spec.to_dict()  # one entry carries what the model expects
+    assert meta["osteopano.spec"]["threshold"]["rule"] == cfg.threshold_rule
+    assert meta["osteopano.card"]["threshold"] == cfg.spec.threshold.to_dict()  # the card comes from the spec
     assert meta["osteopano.version"] == __version__
     assert meta["osteopano.card"]["model_id"] == meta["osteopano.model_id"]
     assert meta["osteopano.model_id"].startswith("run-")
@@ -41,11 +40,12 @@ def test_onnx_file_is_valid_and_self_describing(onnx_file, run):
 
 def test_onnx_matches_torch_on_20_images(onnx_file, run, screen_base):
     from osteopano.screen.engines import OnnxEngine, TorchEngine
+    from osteopano.screen.screener import Screener
 
     images = sorted((screen_base / "phantoms").glob("*.png"))[:20]
     assert len(images) == 20
-    p_torch = np.array([r.probability for r in TorchEngine.load(run).predict_batch(images, batch_size=7)])
-    p_onnx = np.array([r.probability for r in OnnxEngine(onnx_file).predict_batch(images, batch_size=6)])
+    p_torch = np.array([r.probability for r in Screener(TorchEngine.load(run)).predict_batch(images, batch_size=7)])
+    p_onnx = np.array([r.probability for r in Screener(OnnxEngine(onnx_file)).predict_batch(images, batch_size=6)])
     assert np.abs(p_torch - p_onnx).max() < 1e-4
     assert p_torch.std() > 0  # the images are told apart, not a constant output
 

@@ -9,11 +9,15 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 import pytest
+from markupsafe import escape
 
 from osteopano.render import reports
 from osteopano.io.images import from_array
 
-DISCLAIMER = "a screening aid, not a diagnosis; only a DXA scan can diagnose osteoporosis"
+from osteopano.render.texts import DISCLAIMER as _DISCLAIMER
+from osteopano.render.texts import REFER
+
+DISCLAIMER = str(escape(_DISCLAIMER))  # as the (Jinja-escaped) HTML carries it
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +162,14 @@ def test_write_report_files(tmp_path, radiograph, metrics):
     assert paths == {"html": tmp_path / "out" / "a_b_c.html", "pdf": tmp_path / "out" / "a_b_c.pdf"}
     html = paths["html"].read_text(encoding="utf-8")
     assert "0.734" in html and DISCLAIMER in html
-    pdf = paths["pdf"].read_bytes()
-    assert pdf.startswith(b"%PDF") and b"/MediaBox [ 0 0 595.44 841.68 ]" in pdf  # A4 (8.27 x 11.69 in)
+    from pypdf import PdfReader
+
+    pdf = PdfReader(paths["pdf"])
+    width, height = (float(v) for v in pdf.pages[0].mediabox[2:])
+    assert abs(width - 595.28) < 1 and abs(height - 841.89) < 1  # A4
+    text = " ".join(" ".join(page.extract_text().split()) for page in pdf.pages)
+    # the PDF is rendered from the same HTML: the same score, decision and disclaimer
+    assert "0.734" in text and REFER in text and " ".join(_DISCLAIMER.split()[:8]) in text
     error_paths = reports.write_report(tmp_path / "out", radiograph, _result(path=None, probability=None,
                                        decision=None, error="broken"), None)
     assert error_paths["pdf"].name == "report.pdf" and error_paths["pdf"].read_bytes().startswith(b"%PDF")

@@ -17,6 +17,7 @@ from screen_support import run_cli
 
 from osteopano.cortex import measure as cortex
 from osteopano.phantom import generate as phantom
+from osteopano.prepare import covariates as cov
 from osteopano.prepare import roi
 from osteopano.data.dataset import discover
 from osteopano.io.images import from_array, read_image
@@ -100,15 +101,17 @@ def test_no_spacing_or_no_cortex_is_a_clear_error(phantoms) -> None:
 
 
 def test_covariate_encoding_and_missing_values() -> None:
-    stats = roi.covariate_stats(["age", "sex"], [{"age": "60"}, {"age": "80"}])
+    stats = cov.covariate_stats(["age", "sex"], [{"age": "60"}, {"age": "80"}])
     assert stats["age"] == {"mean": 70.0, "std": 10.0}
-    x = roi.encode_covariates(["age", "sex"], {"age": 80, "sex": "female"}, stats)
+    x = cov.encode_covariates(["age", "sex"], {"age": 80, "sex": "female"}, stats)
     assert x.tolist() == [1.0, 1.0, 0.0]
-    assert roi.covariate_names(["age", "sex"]) == ["age", "sex_F", "sex_M"]
-    with pytest.raises(roi.CovariateError, match="needs the covariate 'sex'"):
-        roi.encode_covariates(["age", "sex"], {"age": 70}, stats)
-    with pytest.raises(roi.CovariateError, match="unknown covariate"):
-        roi.parse_covariates("age,bmi")
+    assert cov.covariate_names(["age", "sex"]) == ["age", "sex_F", "sex_M"]
+    with pytest.raises(cov.CovariateError, match="needs the covariate 'sex'"):
+        cov.encode_covariates(["age", "sex"], {"age": 70}, stats)
+    with pytest.raises(cov.CovariateError, match="unknown covariate"):
+        cov.parse_covariates("age,bmi")
+    with pytest.raises(cov.CovariateError, match="not a number"):
+        cov.encode_covariates(["age"], {"age": "seventy"}, stats)
 
 
 # ----------------------------------------------------------------------------- models (torch)
@@ -120,7 +123,7 @@ TINY = ["--weights", "none", "--epochs", "1", "--batch-size", "8", "--image-size
 def roi_run(phantoms, tmp_path_factory) -> Path:
     """ROI + covariates model, interrupted after epoch 1 of 2 and resumed."""
     pytest.importorskip("torch", reason="the training stack (torch) is not installed")
-    from osteopano.train.config import RunConfig
+    from osteopano.model.config import RunConfig
     from osteopano.prepare.intensity import Preprocess
     from osteopano.train.loop import train_run
 
@@ -142,14 +145,15 @@ def roi_run(phantoms, tmp_path_factory) -> Path:
 
 
 def test_roi_model_trains_resumes_and_reports_baselines(roi_run) -> None:
-    cfg = json.loads((roi_run / "config.json").read_text())
-    assert cfg["input_mode"] == "roi" and cfg["covariates"] == ["age", "sex"]
-    assert set(cfg["covariate_stats"]) == {"age"}
+    spec = json.loads((roi_run / "config.json").read_text())["spec"]
+    assert spec["input_mode"] == "roi" and spec["covariates"] == ["age", "sex"]
+    assert set(spec["covariate_stats"]) == {"age"}
+    assert spec["preprocess"]["clahe_clip"] == 0 and spec["roi"]["px_per_mm"] == roi.PX_PER_MM
     history = list(csv.DictReader(open(roi_run / "history.csv")))
     assert [int(r["epoch"]) for r in history] == [1, 2]
     metrics = json.loads((roi_run / "metrics.json").read_text())
     assert 0.0 <= metrics["auc"]["value"] <= 1.0
-    assert set(metrics["baselines"]) == {"age", "mcw", "mcw_measured"}
+    assert set(metrics["baselines"]) == {"age_logistic", "mcw", "mcw_measured"}
     assert metrics["baselines"]["mcw"]["source"] == "manifest"
     assert metrics["baselines"]["mcw_measured"]["source"] == "measured"
     for entry in metrics["baselines"].values():
@@ -160,7 +164,10 @@ def test_roi_cli_train_without_covariates_and_evaluate(phantoms, roi_run, monkey
     out = tmp_path / "plain"
     code, _, err = run_cli(monkeypatch, capsys, "train", str(phantoms), "--out", str(out), *TINY, "--input", "roi")
     assert code == 0, err
-    assert json.loads((out / "config.json").read_text())["covariates"] == []
+    plain = json.loads((out / "config.json").read_text())["spec"]
+    assert plain["covariates"] == []
+    # the CLI and the Python API (roi_run) train with the same recipe: the preset's, for the backbone
+    assert plain["preprocess"] == json.loads((roi_run / "config.json").read_text())["spec"]["preprocess"]
     code, _, err = run_cli(monkeypatch, capsys, "evaluate", str(roi_run), str(phantoms), "--out", str(tmp_path / "ev"))
     assert code == 0, err
     metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
@@ -168,16 +175,17 @@ def test_roi_cli_train_without_covariates_and_evaluate(phantoms, roi_run, monkey
 
 
 def test_roi_onnx_parity_and_torch_free_predict(phantoms, roi_run) -> None:
-    from osteopano.screen.engines import OnnxEngine, TorchEngine
     from osteopano.model.onnx import export_onnx
+    from osteopano.screen.engines import OnnxEngine, TorchEngine
+    from osteopano.screen.screener import Screener
 
     info = export_onnx(roi_run)
     assert info["max_abs_diff"] < 1e-4
     samples = discover(phantoms).samples[:4]
     paths = [_with_spacing(s) for s in samples]
     covs = {"age": 71, "sex": "F"}
-    torch_engine, onnx_engine = TorchEngine.load(roi_run), OnnxEngine(info["path"])
-    assert onnx_engine.input_spec["mode"] == "roi"
+    torch_engine, onnx_engine = Screener(TorchEngine.load(roi_run)), Screener(OnnxEngine(info["path"]))
+    assert onnx_engine.spec.input_mode == "roi" and onnx_engine.spec == torch_engine.spec
     p_torch = [r.probability for r in torch_engine.predict_batch(paths, covariates=covs)]
     p_onnx = [r.probability for r in onnx_engine.predict_batch(paths, covariates=covs)]
     assert np.abs(np.subtract(p_torch, p_onnx)).max() < 1e-4
@@ -199,10 +207,11 @@ print("ok")
 
 
 def test_missing_covariates_or_spacing_are_per_image_errors(phantoms, roi_run) -> None:
-    from osteopano.screen.engines import TorchEngine
     from osteopano.errors import OsteopanoError
+    from osteopano.screen.engines import TorchEngine
+    from osteopano.screen.screener import Screener
 
-    model = TorchEngine.load(roi_run)
+    model = Screener(TorchEngine.load(roi_run))
     sample = discover(phantoms).samples[0]
     with pytest.raises(OsteopanoError, match="needs the covariate 'age'"):
         model.predict(_with_spacing(sample))  # the manifest's age is not read at prediction time
@@ -222,8 +231,8 @@ def test_predict_cli_draws_roi_heatmaps_on_the_full_image(phantoms, roi_run, mon
     assert row["error"] == "" and 0 <= float(row["probability"]) <= 1
     overlay = cv2.imread(str(next((tmp_path / "h").glob("*.png"))))
     assert overlay.shape[:2] == read_image(path).pixels.shape
-    from osteopano.screen.engines import TorchEngine
+    from osteopano.screen.screener import load
 
-    heat = TorchEngine.load(roi_run).heatmap(_with_spacing(sample), covariates={"age": 70, "sex": "F"})
+    heat = load(roi_run).predict(_with_spacing(sample), covariates={"age": 70, "sex": "F"}, heatmap=True).heatmap
     assert heat.shape == read_image(path).pixels.shape
     assert heat[: heat.shape[0] // 3].max() == 0  # nothing outside the two cortex crops (upper image)

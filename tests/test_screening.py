@@ -14,9 +14,12 @@ from PIL import Image
 from screen_support import exported_onnx, run_cli
 
 import osteopano
-from osteopano.screen import explain
+from osteopano.errors import DataError
+from osteopano.render.display import heatmap_overlay
 from osteopano.io.images import read_image, write_dicom
-from osteopano.screen.batch import ROW_COLUMNS, RowWriter, done_paths, iter_image_paths
+from osteopano.io.rows import RowWriter, previous_rows
+from osteopano.io.walk import OutputNames, iter_image_paths
+from osteopano.screen.result import BASE_COLUMNS as ROW_COLUMNS
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +61,7 @@ def test_folder_with_bad_files_gives_error_rows_and_exit_0(monkeypatch, capsys, 
         p, t = float(r["probability"]), float(r["threshold"])
         assert 0.0 <= p <= 1.0
         assert r["decision"] == str(p >= t)
-    assert "6 image(s) screened, 2 unreadable" in err
+    assert "6 image(s) screened, 2 with an error" in err
 
 
 def test_rows_match_the_api(monkeypatch, capsys, run, phantoms, tmp_path):
@@ -96,7 +99,7 @@ def test_nothing_readable_exits_2_with_one_line(monkeypatch, capsys, run, tmp_pa
     (tmp_path / "a.png").write_text("text")
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(tmp_path), "--out", str(tmp_path / "o.csv"))
     assert code == 2
-    assert err.strip().splitlines()[-1] == "error: none of the 1 input files could be read"
+    assert err.strip().splitlines()[-1] == "error: none of the 1 input files could be screened"
     assert len(read_csv(tmp_path / "o.csv")) == 1  # the error row is still written
 
 
@@ -110,20 +113,75 @@ def test_resume_predicts_only_the_missing_images(monkeypatch, capsys, run, mixed
     assert run_cli(monkeypatch, capsys, "predict", str(run), str(mixed), "--out", str(out))[0] == 0
     full = read_csv(out)
     lines = out.read_text().splitlines(keepends=True)
-    # keep the header and 3 rows (the first with a marker probability), plus a torn 4th row
-    kept = lines[1].split(",")
-    kept[2] = "0.123456"
-    out.write_text(lines[0] + ",".join(kept) + "".join(lines[2:4]) + lines[4][:15])
+    # keep the header and 3 rows (the first good one with a marker probability), plus a torn 4th row
+    marked = next(i for i, r in enumerate(full[:3]) if not r["error"])
+    kept = lines[1:4]
+    cells = kept[marked].split(",")
+    cells[2] = "0.123456"
+    kept[marked] = ",".join(cells)
+    out.write_text(lines[0] + "".join(kept) + lines[4][:15])
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(mixed), "--out", str(out), "--resume")
     assert code == 0, err
-    assert "(plus 3 from before)" in err
+    kept_ok = sum(not r["error"] for r in full[:3])
+    assert f"{kept_ok} done before, skipped" in err
     rows = read_csv(out)
     assert len(rows) == len(full) == 8
     assert len({r["path"] for r in rows}) == 8
-    assert rows[0]["probability"] == "0.123456"  # not predicted again
-    assert {r["path"]: r["probability"] for r in rows[3:]} == {r["path"]: r["probability"] for r in full[3:]}
+    assert next(r for r in rows if r["path"] == full[marked]["path"])["probability"] == "0.123456"  # kept
+    by_path = {r["path"]: r["probability"] for r in full}
+    assert all(by_path[r["path"]] == r["probability"] for r in rows if r["path"] != full[marked]["path"])
+    # the two error rows (truncated, text) are screened again on every resume, never duplicated
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(mixed), "--out", str(out), "--resume")
-    assert code == 0 and "nothing to do" in err and len(read_csv(out)) == 8
+    assert code == 0 and "2 that had failed before, retried" in err and "6 done before, skipped" in err
+    assert len(read_csv(out)) == 8
+
+
+def test_resume_refuses_an_output_with_other_columns(monkeypatch, capsys, run, mixed, tmp_path):
+    out = tmp_path / "p.csv"
+    assert run_cli(monkeypatch, capsys, "predict", str(run), str(mixed), "--out", str(out))[0] == 0
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(mixed), "--out", str(out), "--resume",
+                           "--measure", "--pixel-spacing", "0.9")
+    assert code == 2 and "columns differ" in err and len(err.strip().splitlines()) == 1
+
+
+def test_output_names_keep_the_relative_path_and_extension(monkeypatch, capsys, run, phantoms, tmp_path):
+    """clinicA/001.dcm, clinicB/001.png, 007.dcm and 007.png: four images, four reports (a wrong-patient risk)."""
+    inputs = tmp_path / "in"
+    for folder in ("clinicA", "clinicB"):
+        (inputs / folder).mkdir(parents=True)
+    pixels = (read_image(phantoms[0]).pixels * 65535).astype(np.uint16)
+    write_dicom(inputs / "clinicA" / "001.dcm", pixels, 0.25, patient_id="A-1")
+    shutil.copy(phantoms[1], inputs / "clinicB" / "001.png")
+    write_dicom(inputs / "007.dcm", pixels, 0.25, patient_id="B-7")
+    shutil.copy(phantoms[2], inputs / "007.png")
+    rep = tmp_path / "rep"
+    code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(inputs), "--report", str(rep))
+    assert code == 0, err
+    assert sorted(p.name for p in rep.glob("*.html")) == ["007_dcm.html", "007_png.html", "clinicA__001_dcm.html",
+                                                         "clinicB__001_png.html"]
+    # a second run into the same folder never overwrites: the names get a suffix
+    assert run_cli(monkeypatch, capsys, "predict", str(run), str(inputs / "007.png"), "--report", str(rep))[0] == 0
+    assert (rep / "007_png-2.html").is_file() and len(list(rep.glob("*.html"))) == 5
+
+
+def test_output_names_unit(tmp_path):
+    (tmp_path / "a").mkdir()
+    names = OutputNames([tmp_path])
+    assert names.stem(tmp_path / "a" / "x.y.png") == "a__x_y_png"
+    assert names.stem(tmp_path / "a" / "x.y.png") == "a__x_y_png"  # the same image keeps its name
+    assert names.stem(tmp_path / "a" / "x y.png") == "a__x_y_png-2"  # same safe name, another image
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b_png.html").write_text("an earlier report")
+    assert OutputNames([tmp_path], [tmp_path / "out"]).stem(tmp_path / "b.png") == "b_png-2"
+
+
+def test_iter_image_paths_survives_a_symlink_loop(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.png").write_bytes(b"x")
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d", target_is_directory=True)
+    (tmp_path / "d" / "self.png").symlink_to(tmp_path / "d" / "self.png")  # a link to itself
+    names = [p.name for p in iter_image_paths([tmp_path / "d"])]
+    assert names.count("a.png") == 1
 
 
 def test_heatmaps_have_the_input_size(monkeypatch, capsys, run, mixed, tmp_path):
@@ -134,12 +192,12 @@ def test_heatmaps_have_the_input_size(monkeypatch, capsys, run, mixed, tmp_path)
     assert len(pngs) == 2
     model = osteopano.load(run)
     for png in pngs:
-        source = mixed / "sub" / png.name.replace("_gradcam.png", ".png")
+        source = mixed / "sub" / png.name.replace("_png_gradcam.png", ".png")
         with Image.open(png) as im, Image.open(source) as src:
             assert im.size == src.size and im.mode == "RGB"
             written = np.asarray(im)
         image = read_image(source)
-        assert np.array_equal(written, explain.overlay(image, model.predict(image, heatmap=True).heatmap))
+        assert np.array_equal(written, heatmap_overlay(image.pixels, model.predict(image, heatmap=True).heatmap))
 
 
 def test_table_without_out(monkeypatch, capsys, run, phantoms):
@@ -156,8 +214,8 @@ def test_onnx_engine_refuses_heatmaps(monkeypatch, capsys, run, screen_base, pha
 
 
 def test_reports_contain_the_probability(monkeypatch, capsys, run, mixed, tmp_path):
-    format_probability = pytest.importorskip(
-        "osteopano.render.reports", reason="osteopano.render.reports (report helper) not written yet").format_probability
+    from osteopano.render.texts import format_probability
+
     rep = tmp_path / "rep"
     out = tmp_path / "p.csv"
     code, _, err = run_cli(monkeypatch, capsys, "predict", str(run), str(mixed / "sub"), "--report", str(rep),
@@ -166,8 +224,8 @@ def test_reports_contain_the_probability(monkeypatch, capsys, run, mixed, tmp_pa
     rows = read_csv(out)
     html = sorted(rep.rglob("*.html"))
     assert len(html) == 2 and len(sorted(rep.rglob("*.pdf"))) == 2
-    for row in rows:  # write_report names the files after the image's stem
-        html_text = (rep / f"{Path(row['path']).stem}.html").read_text(encoding="utf-8")
+    for row in rows:  # reports are named after the image's name, extension kept
+        html_text = (rep / f"{Path(row['path']).name.replace('.', '_')}.html").read_text(encoding="utf-8")
         assert format_probability(float(row["probability"])) in html_text
 
 
@@ -179,7 +237,7 @@ def test_measure_adds_cortex_columns(monkeypatch, capsys, run, mixed, tmp_path):
     rows = read_csv(out)
     assert len(rows) == 8 and {"mcw_mm", "quality", "klemetti_estimate"} <= set(rows[0])
     good = [r for r in rows if not r["error"]]
-    assert all(r["spacing_source"] == "argument" and r["quality"] in ("ok", "low", "failed") for r in good)
+    assert all(r["spacing_source"] == "option" and r["quality"] in ("ok", "low", "failed") for r in good)
     assert any(r["mcw_mm"] for r in good)
     assert all(r["mcw_mm"] == "" for r in rows if r["error"])
 
@@ -201,25 +259,27 @@ def test_iter_image_paths_is_lazy_recursive_and_deduplicated(tmp_path):
     assert [p.name for p in excluded] == ["a.JPG", "b.png"]
 
 
-def test_row_writer_waits_for_the_extra_columns_and_fsyncs(tmp_path):
+def test_row_writer_appends_escapes_and_reads_back(tmp_path):
     out = tmp_path / "r.csv"
-    err_row = dict.fromkeys(ROW_COLUMNS) | {"path": "/x/bad.png", "error": "bad"}
-    good_row = dict.fromkeys(ROW_COLUMNS) | {"path": "/x/good.png", "probability": 0.5, "mcw_mm": 2.5}
-    with RowWriter(out, extra=True) as writer:
-        writer.write([err_row])
-        assert out.read_text() == ""  # header not known yet
-        writer.write([good_row])
-        assert out.read_text().count("\n") == 3  # durable before close
+    columns = [*ROW_COLUMNS, "mcw_mm"]
+    err_row = dict.fromkeys(columns) | {"path": "/x/bad.png", "error": "bad"}
+    good_row = dict.fromkeys(columns) | {"path": "/x/good.png", "probability": 0.5, "mcw_mm": 2.5,
+                                         "patient_id": "=HYPERLINK(1)"}
+    with RowWriter(out, columns) as writer:
+        writer.write([err_row, good_row])
     rows = read_csv(out)
-    assert list(rows[0]) == [*ROW_COLUMNS, "mcw_mm"] and rows[1]["mcw_mm"] == "2.5"
-    assert done_paths(out) == {"/x/bad.png", "/x/good.png"}
-    with RowWriter(out, resume=True) as writer:
-        writer.write([dict.fromkeys(ROW_COLUMNS) | {"path": "/x/third.png"}])
-    assert len(read_csv(out)) == 3 and out.read_text().count("path,") == 1
+    assert list(rows[0]) == columns and rows[1]["mcw_mm"] == "2.5"
+    assert rows[1]["patient_id"] == "'=HYPERLINK(1)"  # a formula is never written as one
+    assert previous_rows(out) == ({"/x/good.png"}, {"/x/bad.png"})
+    with RowWriter(out, columns, resume=True, drop={"/x/bad.png"}) as writer:
+        writer.write([dict.fromkeys(columns) | {"path": "/x/third.png"}])
+    assert [r["path"] for r in read_csv(out)] == ["/x/good.png", "/x/third.png"]
+    with pytest.raises(DataError, match="columns differ"):
+        RowWriter(out, list(ROW_COLUMNS), resume=True)
 
 
 def test_row_writer_rejects_other_suffixes(tmp_path):
     from osteopano.errors import DataError
 
     with pytest.raises(DataError, match="must end in .csv or .jsonl"):
-        RowWriter(tmp_path / "r.txt")
+        RowWriter(tmp_path / "r.txt", list(ROW_COLUMNS))

@@ -15,11 +15,12 @@ torch = pytest.importorskip("torch", reason="the training stack (torch) is not i
 from screen_support import run_cli  # noqa: E402
 
 from osteopano import cli  # noqa: E402
-from osteopano.train.config import RunConfig  # noqa: E402
+from osteopano.model.config import RunConfig  # noqa: E402
 from osteopano.errors import DataError, ModelError  # noqa: E402
-from osteopano.io.images import read_image, write_png16  # noqa: E402
+from osteopano.io.images import write_png16  # noqa: E402
 from osteopano.prepare.intensity import Preprocess  # noqa: E402
-from osteopano.train.loop import load_run, train_run  # noqa: E402
+from osteopano.model.run import load_run  # noqa: E402
+from osteopano.train.loop import train_run  # noqa: E402
 
 pytestmark = pytest.mark.slow
 RUN_FILES = ("model.safetensors", "config.json", "splits.csv", "history.csv", "curves.png", "checkpoint.pt",
@@ -84,19 +85,24 @@ def test_train_writes_every_run_file(run: Path) -> None:
     assert metrics["n"] == sum(r["split"] == "test" for r in rows)
     assert metrics["auc"]["ci"] is not None and "age_baseline" in metrics
     cfg = RunConfig.load(run / "config.json")
-    assert cfg.label_map["C3"] == "osteoporosis" and cfg.classes == ["normal", "osteoporosis"]
-    assert cfg.threshold == 0.5 and cfg.versions["torch"]
+    assert cfg.label_map["C3"] == "osteoporosis" and cfg.spec.classes == ("normal", "osteoporosis")
+    assert cfg.spec.threshold.value == 0.5 and cfg.versions["torch"] and cfg.threads >= 1
 
 
 def test_load_run_predicts_what_the_metrics_counted(run: Path) -> None:
+    from osteopano.screen.engines import TorchEngine
+    from osteopano.screen.screener import Screener
+
     loaded = load_run(run)
-    assert not loaded.model.training and loaded.preprocess == Preprocess.from_dict(loaded.config.preprocess)
+    assert not loaded.model.training and loaded.spec == loaded.config.spec
     with open(run / "splits.csv") as fh:
         test_paths = [r["path"] for r in csv.DictReader(fh) if r["split"] == "test"]
-    prob = loaded.predict_proba([read_image(p).pixels for p in test_paths], batch_size=3)
+    # the toy 40 x 80 band images are no radiographs: the gate is off, as for research use
+    results = Screener(TorchEngine(loaded), gate=False).predict_batch(test_paths, batch_size=3)
+    prob = np.array([r.probability for r in results])
     assert prob.shape == (len(test_paths),) and ((prob >= 0) & (prob <= 1)).all()
     counts = json.loads((run / "metrics.json").read_text())["counts"]
-    assert int((prob >= loaded.threshold).sum()) == counts["tp"] + counts["fp"]
+    assert int((prob >= loaded.spec.threshold.value).sum()) == counts["tp"] + counts["fp"]
 
 
 def test_evaluate_on_another_set(run: Path, data, monkeypatch, capsys, tmp_path) -> None:
@@ -119,7 +125,7 @@ def test_evaluate_on_another_set(run: Path, data, monkeypatch, capsys, tmp_path)
 
 
 def test_evaluate_lists_and_skips_unreadable_files(run: Path, tmp_path) -> None:
-    from osteopano.train.loop import evaluate_run
+    from osteopano.train.evaluate import evaluate_run
 
     manifest = make_set(tmp_path / "bad", 8, 2)
     (tmp_path / "bad" / "img003.png").write_bytes(b"not a png")
@@ -178,7 +184,7 @@ def test_user_errors_are_one_line_exit_2(case, data, monkeypatch, capsys, tmp_pa
 
 def test_unlabelled_samples_are_dropped_and_counted(tmp_path) -> None:
     from osteopano.data.dataset import discover
-    from osteopano.train.loop import label_samples
+    from osteopano.data.labels import label_samples
 
     manifest = make_set(tmp_path / "s", 12, 0)
     text = manifest.read_text().splitlines()

@@ -27,7 +27,8 @@ def command(
     and skipped."""
     from rich.console import Console
 
-    from osteopano.train.loop import evaluate_run, parse_label_map
+    from osteopano.data.labels import parse_label_map
+    from osteopano.train.evaluate import evaluate_run
 
     evaluate_run(run, data, out, label_column=label_column,
                  label_map=parse_label_map(label_map) if label_map is not None else None,

@@ -8,7 +8,6 @@ import typer
 
 from osteopano.errors import DataError
 
-PRESETS = ("paper",)
 
 
 def command(
@@ -22,16 +21,20 @@ def command(
     seed: int = typer.Option(0, help="Fixes the split, the augmentation and the initialisation."),
     preset: str = typer.Option("paper", help="Protocol defaults: 'paper' = Brangakgi & Khadra 2024 "
                                "(224 px, Adam 2e-4, batch 32, <=100 epochs, patience 10, 50/25/25 split)."),
-    backbone: str = typer.Option("efficientnet_lite0", help="timm model name; efficientnet_lite0 has offline "
+    backbone: str = typer.Option(None, help="(preset: efficientnet_lite0) timm model name; efficientnet_lite0 has offline "
                                  "ImageNet weights, others need to download them."),
-    weights: str = typer.Option("imagenet", help="imagenet | none | PATH to a state dict / safetensors file."),
-    epochs: int = typer.Option(100, min=1, help="Maximum epochs."),
-    patience: int = typer.Option(10, min=1, help="Early stopping: epochs without val-loss improvement."),
-    batch_size: int = typer.Option(32, min=1, help="Batch size."),
-    lr: float = typer.Option(2e-4, min=0.0, help="Adam learning rate."),
-    image_size: int = typer.Option(224, min=8, help="Network input size (square, the image is squashed)."),
-    threshold: str = typer.Option("0.5", help="Decision threshold, chosen on the validation split: a number, "
-                                  "'youden' or 'sens:0.9'."),
+    weights: str = typer.Option(None, help="(preset: imagenet) imagenet | none | PATH to a state dict / safetensors file."),
+    epochs: int = typer.Option(None, min=1, help="Maximum epochs (preset: 100)."),
+    patience: int = typer.Option(None, min=1, help="Early stopping: epochs without val-loss improvement "
+                                 "(preset: 10)."),
+    batch_size: int = typer.Option(None, min=1, help="Batch size (preset: 32)."),
+    lr: float = typer.Option(None, min=0.0, help="Adam learning rate (preset: 0.0002)."),
+    image_size: int = typer.Option(None, min=8, help="Network input size, square, the image is squashed "
+                                   "(preset: 224)."),
+    threshold: str = typer.Option(None, help="Decision threshold, chosen on the validation split: a number, "
+                                  "'youden' or 'sens:0.9' (preset: 0.5)."),
+    threads: int = typer.Option(0, min=0, help="Torch threads (0: the machine's cores, at most 8); recorded "
+                                "in config.json, since results depend on it."),
     precision: str = typer.Option("auto", help="auto | bf16 | fp32 (auto = bf16 autocast where the CPU has "
                                   "native bfloat16)."),
     workers: int = typer.Option(2, min=1, help="Threads decoding and preprocessing images."),
@@ -52,10 +55,12 @@ def command(
     evidence."""
     from rich.console import Console
 
-    from osteopano.train.config import RunConfig
+    from osteopano.data.labels import parse_label_map
     from osteopano.metrics.evaluation import parse_threshold_rule
-    from osteopano.prepare.intensity import Preprocess
-    from osteopano.train.loop import parse_label_map, resolve_precision, train_run
+    from osteopano.model.config import RunConfig
+    from osteopano.prepare.covariates import parse_covariates
+    from osteopano.train.loop import train_run
+    from osteopano.train.tensors import resolve_precision
 
     console = Console()
     if resume is not None:
@@ -65,28 +70,19 @@ def command(
         return
     if data is None or out is None:
         raise DataError("give DATA and --out (or --resume RUN)")
-    if preset not in PRESETS:
-        raise DataError(f"unknown preset {preset!r} (available: {', '.join(PRESETS)})")
     if input_mode not in ("whole", "roi"):
         raise DataError(f"--input {input_mode!r}: use whole or roi")
-    parse_threshold_rule(threshold)  # fail before the images are read
+    if threshold is not None:
+        parse_threshold_rule(threshold)  # fail before the images are read
     resolve_precision(precision)
-    from osteopano.model.networks import backbone_mean_std
-
-    from osteopano.prepare.roi import parse_covariates
-
-    mean, std = backbone_mean_std(backbone)
-    # ROI crops: percentile window only; CLAHE's 8x8 tiles on a 25 x 12 mm crop would flatten the
-    # cortex / trabecular contrast the model is meant to see
-    clahe = {"clahe_clip": 0.0} if input_mode == "roi" else {}
-    cfg = RunConfig(
-        data=str(data.expanduser().resolve()), label_column=label_column, label_map=parse_label_map(label_map),
-        positive=positive, seed=seed, preset=preset, backbone=backbone, weights=str(weights),
-        image_size=image_size, preprocess=Preprocess(size=image_size, mean=mean, std=std, **clahe).to_dict(),
-        input_mode=input_mode, pixel_spacing_mm=pixel_spacing, covariates=parse_covariates(covariates),
-        epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, precision=precision,
-        threshold_rule=threshold,
-    )
+    # the preset gives every value not given here (RunConfig.from_preset): the CLI and the Python API
+    # train the same model
+    cfg = RunConfig.from_preset(
+        preset, data=str(data.expanduser().resolve()), label_column=label_column,
+        label_map=parse_label_map(label_map), positive=positive, seed=seed, backbone=backbone, weights=weights,
+        image_size=image_size, input_mode=input_mode, pixel_spacing_mm=pixel_spacing,
+        covariates=parse_covariates(covariates), epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+        precision=precision, threshold_rule=threshold, threads=threads)
     _run(lambda: train_run(cfg, out, workers=workers, console=console), out, console)
 
 

@@ -112,12 +112,15 @@ class Preprocess:
         return 2 * self.size if self.recipe == FAST_V2 else None
 
     def normalise(self, image: np.ndarray) -> np.ndarray:
-        """Step 4: uint8 (or [0, 1] float) (S, S) -> float32 (3, S, S) normalised."""
+        """Step 4, the one normalisation of the project (training, both engines, Grad-CAM):
+        uint8 (or [0, 1] float) (..., S, S) -> float32 (..., 3, S, S), each plane replicated to 3
+        channels, then (x - mean) / std per channel."""
         img = np.asarray(image)
         x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+        x = np.expand_dims(x, -3)
         mean = np.asarray(self.mean, np.float32)[:, None, None]
         std = np.asarray(self.std, np.float32)[:, None, None]
-        return (np.broadcast_to(x, (3, *x.shape)) - mean) / std
+        return (np.broadcast_to(x, (*x.shape[:-3], 3, *x.shape[-2:])) - mean) / std
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """float32 (H, W) in [0, 1] -> float32 (3, size, size), ready for the network."""

@@ -19,11 +19,6 @@ Each crop comes with its 2x3 affine (full-image pixel -> crop pixel, at the
 returned crop size); ``crop_to_image`` maps a crop-sized map (a Grad-CAM
 heatmap) back onto the full image through it.
 
-Covariates: ``encode_covariates`` turns {'age': 67, 'sex': 'F'} into the head's
-extra inputs: age standardised with the training split's mean/std, sex one-hot
-(F, M). Missing values are NOT imputed: training leaves out (and counts) samples
-lacking a covariate the model uses; prediction raises ``CovariateError`` for
-that image (a screening decision should not silently assume an age).
 """
 
 from __future__ import annotations
@@ -37,22 +32,15 @@ import numpy as np
 
 from osteopano.errors import OsteopanoError
 from osteopano.io.images import Radiograph
-from osteopano.prepare.intensity import Preprocess
 
 SIZE_MM = (25.0, 12.0)          # crop width (along the border) x height (across it)
 PX_PER_MM = 8.0                 # sampling of the crop before resizing to the network input
 BORDER_FROM_BOTTOM_MM = 3.0     # the inferior border sits this far above the crop's lower edge
 SIDES = ("right", "left")       # crop order: patient's right (image left), then patient's left
-COVARIATES = ("age", "sex")
-SEX_CODES = {"f": "F", "female": "F", "w": "F", "m": "M", "male": "M"}
 
 
 class RoiError(OsteopanoError):
     """The cortex ROI cannot be cut from this image (no pixel spacing, cortex not located)."""
-
-
-class CovariateError(OsteopanoError):
-    """A covariate the model needs is missing or unreadable."""
 
 
 @dataclass(frozen=True)
@@ -131,83 +119,3 @@ def crop_to_image(values: np.ndarray, affine: np.ndarray, shape: tuple[int, int]
     return cv2.warpAffine(np.asarray(values, np.float32), np.asarray(affine, np.float64), (w, h),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0.0)
-
-
-def measure_roi(radiograph: Radiograph, preprocess: Preprocess, spec: RoiSpec,
-                pixel_spacing_mm: float | None = None) -> tuple[np.ndarray, list[np.ndarray], Any]:
-    """Measure the cortex and cut both crops: (uint8 (2, S, S) network planes, affines, measurement).
-
-    The crops go through ``preprocess.to_uint8`` (percentile window, CLAHE, resize to S x S) one by
-    one; the affines map full-image pixels to those S x S planes. RoiError as ``roi_crops``.
-    """
-    from osteopano.cortex import measure as cortex
-
-    spacing = pixel_spacing_mm or radiograph.pixel_spacing_mm
-    if not spacing:
-        raise RoiError(f"{radiograph.path or 'image'}: pixel spacing unknown; the cortex ROI needs it "
-                       "(--pixel-spacing MM, or a manifest pixel_spacing_mm column)")
-    measurement = cortex.measure(radiograph, pixel_spacing_mm=spacing)
-    crops, affines = roi_crops(radiograph, measurement, size_mm=spec.size_mm, px_per_mm=spec.px_per_mm,
-                               pixel_spacing_mm=spacing)
-    size = preprocess.size
-    planes = np.stack([preprocess.to_uint8(c) for c in crops])
-    scaled = [np.diag([size / c.shape[1], size / c.shape[0]]) @ a for c, a in zip(crops, affines)]
-    return planes, scaled, measurement
-
-
-# ----------------------------------------------------------------------------- covariates
-
-
-def covariate_names(covariates: Sequence[str]) -> list[str]:
-    """The head's extra input columns for the chosen covariates (age -> age; sex -> sex_F, sex_M)."""
-    names: list[str] = []
-    for c in covariates:
-        names += ["sex_F", "sex_M"] if c == "sex" else [c]
-    return names
-
-
-def parse_covariates(text: str | None) -> list[str]:
-    """``'age,sex'`` -> ['age', 'sex']; CovariateError for an unknown name."""
-    names = [c.strip().lower() for c in (text or "").split(",") if c.strip()]
-    unknown = [c for c in names if c not in COVARIATES]
-    if unknown:
-        raise CovariateError(f"unknown covariate(s) {', '.join(unknown)} (available: {', '.join(COVARIATES)})")
-    return list(dict.fromkeys(names))
-
-
-def encode_covariates(covariates: Sequence[str], values: Mapping[str, Any] | None, stats: Mapping[str, Any],
-                      name: str = "image") -> np.ndarray:
-    """float32 vector (``covariate_names`` order) for one case; CovariateError when a value is missing."""
-    values = values or {}
-    out: list[float] = []
-    for c in covariates:
-        raw = values.get(c)
-        if raw is None or (isinstance(raw, str) and not raw.strip()):
-            raise CovariateError(f"{name}: the model needs the covariate {c!r} and none was given "
-                                 f"(predict --{c} ..., or covariates={{'{c}': ...}})")
-        if c == "sex":
-            sex = SEX_CODES.get(str(raw).strip().lower())
-            if sex is None:
-                raise CovariateError(f"{name}: sex {raw!r} not understood (use F or M)")
-            out += [float(sex == "F"), float(sex == "M")]
-        else:
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                raise CovariateError(f"{name}: {c} {raw!r} is not a number") from None
-            if not np.isfinite(value):
-                raise CovariateError(f"{name}: {c} {raw!r} is not a number")
-            out.append((value - stats[c]["mean"]) / stats[c]["std"])
-    return np.asarray(out, np.float32)
-
-
-def covariate_stats(covariates: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean/std of each numeric covariate over ``rows`` (the training split), for standardisation."""
-    stats: dict[str, Any] = {}
-    for c in covariates:
-        if c == "sex":
-            continue
-        values = np.asarray([float(r[c]) for r in rows], float)
-        std = float(values.std())
-        stats[c] = {"mean": float(values.mean()), "std": std if std > 0 else 1.0}
-    return stats

@@ -26,14 +26,12 @@ overlay helpers also work on the torch-free ONNX path.
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
 
-from osteopano.errors import ModelError, OsteopanoError
-from osteopano.io.files import atomic_path
+from osteopano.errors import ModelError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -88,9 +86,9 @@ def target_layer(model: nn.Module, input_size: int = PROBE_SIZE) -> nn.Module:
 
 def _class_index(run_model: Any, target_class: int | str | None) -> int:
     """The output index to explain: the positive class by default, else an index or a class name."""
-    classes = list(run_model.classes)
+    classes = list(run_model.spec.classes)
     if target_class is None:
-        return int(getattr(run_model, "positive_index", len(classes) - 1))
+        return run_model.spec.positive_index
     if isinstance(target_class, str):
         if target_class not in classes:
             raise ModelError(f"unknown class {target_class!r} (the model's classes: {', '.join(classes)})")
@@ -119,14 +117,13 @@ def _crop_batch(model: nn.Module, k: int, covariates: Any) -> nn.Module:
 
 def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
             target_class: int | str | None = None, model_input: Any = None) -> np.ndarray:
-    """Grad-CAM of ``run_model`` (a ``training.RunModel``: ``.model``, ``.preprocess``,
-    ``.classes``, ``.positive_index``) on one radiograph.
+    """Grad-CAM of ``run_model`` (a ``RunModel``: ``.model``, ``.spec``) on one radiograph.
 
     Returns float32 (H, W) in [0, 1] at the radiograph's full resolution (all zeros
     when nothing in the image raises the target class's score). ``target_class``:
-    None = the positive class, or a class index or name. ``model_input``: an
-    ``engines.ModelInput`` (ROI crops with their affines, covariates) for ROI / covariate
-    models; None = the whole image, as ``run_model.preprocess`` makes it.
+    None = the positive class, or a class index or name. ``model_input``: the
+    ``prepare.chain.ModelInput`` the engine screened (ROI crops with their affines, covariates);
+    None = ``prepare`` it here (whole-image models without covariates).
     """
     import torch
     from pytorch_grad_cam import GradCAM
@@ -140,7 +137,12 @@ def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
     device = next(model.parameters()).device
     net, affines, probe = model, None, model
     if model_input is None:
-        x = torch.from_numpy(np.ascontiguousarray(run_model.preprocess(pixels))[None]).to(device)
+        from osteopano.io.images import from_array
+        from osteopano.prepare.chain import prepare
+
+        model_input = prepare(from_array(pixels), run_model.spec)
+    if model_input.affines is None and not len(model_input.covariates):
+        x = torch.from_numpy(np.ascontiguousarray(model_input.x, np.float32)[None]).to(device)
     else:
         x = torch.from_numpy(np.ascontiguousarray(model_input.x, np.float32)).to(device)
         affines = model_input.affines
@@ -166,38 +168,3 @@ def gradcam(run_model: Any, radiograph: Radiograph | np.ndarray, *,
 
         full = np.max([crop_to_image(m, a, (h, w)) for m, a in zip(maps, affines)], axis=0)
     return np.clip(full, 0.0, 1.0).astype(np.float32)
-
-
-def overlay(radiograph: Radiograph | np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:
-    """The grey radiograph with the heatmap in colour (OpenCV TURBO), uint8 (H, W, 3) RGB.
-
-    The radiograph is windowed to its 0.5-99.5 percentiles, as a viewer shows it.
-    The colour is blended in proportionally to the heat (weight ``alpha * heat``),
-    so cold regions keep the plain radiograph and the anatomy stays readable.
-    """
-    pixels = _pixels(radiograph)
-    heat = np.asarray(heatmap, dtype=np.float32)
-    if heat.shape != pixels.shape:
-        raise ValueError(f"heatmap shape {heat.shape} differs from the radiograph's {pixels.shape}")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    heat = np.clip(np.nan_to_num(heat), 0.0, 1.0)
-    lo, hi = np.percentile(pixels, [0.5, 99.5])
-    grey = np.clip((pixels - lo) / (hi - lo), 0, 1) if hi > lo else np.clip(pixels, 0, 1)
-    grey = np.repeat((grey * 255)[..., None], 3, axis=2)
-    colour = cv2.cvtColor(cv2.applyColorMap((heat * 255).round().astype(np.uint8), cv2.COLORMAP_TURBO),
-                          cv2.COLOR_BGR2RGB)
-    weight = (alpha * heat)[..., None]
-    blend = grey * (1.0 - weight) + colour.astype(np.float32) * weight
-    return np.clip(blend, 0, 255).round().astype(np.uint8)
-
-
-def save_overlay(path: str | Path, radiograph: Radiograph | np.ndarray, heatmap: np.ndarray,
-                 alpha: float = 0.4) -> Path:
-    """Write ``overlay(radiograph, heatmap, alpha)`` to ``path`` (PNG/JPEG by suffix), atomically."""
-    path = Path(path)
-    image = cv2.cvtColor(overlay(radiograph, heatmap, alpha), cv2.COLOR_RGB2BGR)
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), image):
-            raise OsteopanoError(f"{path}: OpenCV could not write an image with this suffix")
-    return path

@@ -5,16 +5,19 @@ in flight, results come back in input order, and only those items are held in me
 image archive streams in flat memory. Threads suffice because the heavy steps release the GIL
 (``cv2.imdecode``, ``cv2.resize``, CLAHE, numpy's conversions).
 
-``predict_prefetched`` is ``Engine.iter_predict`` with the reading and ``model_input`` of every
-image done by ``prefetch``; the network (and Grad-CAM) stays on the calling thread.
+``iter_screen_prefetched`` is ``Screener.iter_screen`` with every image's staging (read, gate,
+spacing, measurement, preparation) done by ``prefetch``; the network (and Grad-CAM) stays on the
+calling thread. ``osteopano predict`` and ``measure`` screen through it (``screen.batch``).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -65,61 +68,48 @@ def prefetch(items: Iterable[T], prepare_fn: Callable[[T], R], workers: int | No
 _END: Any = object()
 
 
-def predict_prefetched(engine: Any, images: Iterable[Any], *, heatmap: bool = False, batch_size: int = 16,
-                       pixel_spacing_mm: float | None = None, covariates: dict[str, Any] | None = None,
-                       workers: int | None = None, keep_pixels: bool = True
-                       ) -> Iterator[list[tuple[Any, Any]]]:
-    """Like ``engine.iter_predict`` (same batches, same results), with reading and preparation on
-    ``workers`` threads overlapped with inference. ``keep_pixels=False`` says the caller needs no
-    full-resolution pixels afterwards (no heatmap, measurement or report): a large JPEG may then be
-    decoded at reduced resolution where the engine's preprocessing recipe allows it
-    (``Preprocess.decode_side``)."""
-    from osteopano.screen.batch import ScreeningResult
-    from osteopano.screen.engines import _name, _path_of, as_radiograph
-
+def iter_screen_prefetched(screener: Any, images: Iterable[Any], *, heatmap: bool = False, batch_size: int = 16,
+                           pixel_spacing_mm: float | None = None, spacings: Mapping[Path, float] | None = None,
+                           covariates: Mapping[str, Any] | None = None, workers: int | None = None
+                           ) -> Iterator[list[tuple[Any, Any]]]:
+    """``Screener.iter_screen`` (same batches, same results) with each image's read, gate, spacing,
+    measurement and preparation (``Screener._stage``) on ``workers`` threads, overlapped with the
+    network, which stays on the calling thread with Grad-CAM. At most ``batch_size + 2 * workers``
+    images are decoded at a time."""
+    if heatmap and not screener.supports_heatmaps:
+        warnings.warn(f"no heatmaps: {screener.heatmap_unavailable}", stacklevel=3)
+        heatmap = False
     if batch_size < 1:
         raise OsteopanoError(f"batch size must be at least 1, got {batch_size}")
-    side = None
-    if not keep_pixels and not heatmap and engine.input_spec.get("mode") == "whole":
-        side = getattr(engine.preprocess, "decode_side", lambda: None)()
+    workers = default_workers() if workers is None else max(1, int(workers))
+    spacings = spacings or {}
 
-    def prepare(item: Any) -> tuple[Any, Any, str | None]:
-        try:
-            if side is not None and not isinstance(item, np.ndarray) and hasattr(item, "__fspath__"):
-                from osteopano.io.images import read_image
+    def stage(item: Any) -> tuple[Any, Any, Any]:
+        return screener._stage(item, pixel_spacing_mm, spacings, covariates)
 
-                image = read_image(item, reduce_to=side)
-            else:
-                image = as_radiograph(item)
-            spacing = pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm
-            return image, engine.model_input(image, spacing, covariates), None
-        except OsteopanoError as exc:
-            return None, None, str(exc)
-        except ValueError as exc:  # an array that is not an image
-            return None, None, f"{_name(item)}: {exc}"
-
-    def finish(chunk: list[tuple[Any, tuple[Any, Any, str | None]]]) -> list[tuple[Any, Any]]:
-        ready = [prepared for _, (_, prepared, _) in chunk if prepared is not None]
-        probs = iter(engine.probabilities(np.stack([i.x for i in ready]), np.stack([i.covariates for i in ready]))
-                     if ready else [])
-        out = []
-        for item, (image, prepared, error) in chunk:
-            path = _path_of(item, image)
-            if image is None:
-                out.append((ScreeningResult(path, None, None, None, engine.threshold, engine.model_id, error), None))
-                continue
-            p = float(next(probs))
-            spacing = pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm
-            out.append((ScreeningResult(path, image.patient_id, p, p >= engine.threshold, engine.threshold,
-                                        engine.model_id, None, engine._heatmap(image, prepared) if heatmap else None,
-                                        spacing), image))
-        return out
-
-    chunk: list[tuple[Any, tuple[Any, Any, str | None]]] = []
-    for item, outcome in prefetch(images, prepare, workers, ahead=batch_size + 2 * (workers or default_workers())):
-        chunk.append((item, outcome))
+    chunk: list[tuple[Any, Any, Any]] = []
+    for _, staged in prefetch(images, stage, workers, ahead=batch_size + 2 * workers):
+        chunk.append(staged)
         if len(chunk) == batch_size:
-            yield finish(chunk)
+            yield _score(screener, chunk, heatmap)
             chunk = []
     if chunk:
-        yield finish(chunk)
+        yield _score(screener, chunk, heatmap)
+
+
+def _score(screener: Any, staged: list[tuple[Any, Any, Any]], heatmap: bool) -> list[tuple[Any, Any]]:
+    """The network half of ``Screener._screen_chunk`` on already staged images."""
+    ready = [model_input for _, _, model_input in staged if model_input is not None]
+    probs: Iterator[float] = iter([])
+    if ready and screener.engine is not None:
+        probs = iter(screener.engine.probabilities(np.stack([m.x for m in ready]),
+                                                   np.stack([m.covariates for m in ready])))
+    out = []
+    for result, image, model_input in staged:
+        if model_input is not None and screener.engine is not None:
+            p = float(next(probs))
+            result = result.replace(probability=p, decision=p >= screener.threshold)
+            if heatmap:
+                result = result.replace(heatmap=screener.engine.heatmap(image, model_input))
+        out.append((result, image))
+    return out

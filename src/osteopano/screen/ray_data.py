@@ -4,10 +4,11 @@
 
 or ``predict_ray(model, inputs, out, address=...)``. The pipeline, in Ray Data terms:
 
-1. **list** the image files on the driver (``iter_image_paths``, the same walk as ``predict``;
-   with ``resume`` the paths already in ``out`` are left out) -> ``ray.data.from_items``;
-2. **decode + prepare** in ``map_batches`` tasks (one CPU each): ``read_image`` and the model's own
-   preprocessing recipe, taken from the ONNX metadata (no session is loaded there);
+1. **list** the image files on the driver (``plan_batch``, the same walk and resume rules as
+   ``predict``; the manifest spacings travel with each path) -> ``ray.data.from_items``;
+2. **decode + prepare** in ``map_batches`` tasks (one CPU each): the ``Screener``'s own staging
+   (read, spacing rule, radiograph gate, the model's preparation chain from the ONNX metadata's
+   ``ModelSpec``; no session is loaded there);
 3. **score** with a pool of ONNX Runtime actors (``ActorPoolStrategy``), one session per actor with
    one intra-op thread, so that N cores run N sessions side by side;
 4. **write** on the driver as batches arrive: the same rows and columns as ``osteopano predict``
@@ -24,16 +25,14 @@ one core does in ``osteopano predict`` per CPU of the cluster: decoding a 2943 x
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from osteopano.errors import DataError, OsteopanoError
-
-RESULT_COLUMNS = ("path", "patient_id", "probability", "decision", "threshold", "model_id", "error")
-
+from osteopano.errors import DataError
 
 def _require_ray() -> Any:
     try:
@@ -44,76 +43,65 @@ def _require_ray() -> Any:
     return ray
 
 
-def _engine_kwargs(engine: Any) -> dict[str, Any]:
-    """What ``Engine`` needs to prepare inputs, without the session (small, picklable)."""
-    return {"preprocess": engine.preprocess.to_dict(), "classes": engine.classes, "positive": engine.positive,
-            "threshold": engine.threshold, "model_id": engine.model_id, "card": {},
-            "input_spec": engine.input_spec}
-
-
-def _prepare_batch(batch: dict[str, np.ndarray], engine_kwargs: dict[str, Any],
-                   pixel_spacing_mm: float | None, covariates: dict[str, Any] | None) -> dict[str, Any]:
-    """map_batches task: paths -> prepared network inputs (or the error), one row per path."""
-    from osteopano.io.images import read_image
-    from osteopano.prepare.intensity import Preprocess
+def _stager(spec: dict[str, Any], model_id: str, threshold: float, gate: bool) -> Any:
+    """A ``Screener`` around a session-less ``Engine`` (spec, id): it stages, it never scores."""
+    from osteopano.prepare.spec import ModelSpec
     from osteopano.screen.engines import Engine
+    from osteopano.screen.screener import Screener
 
-    engine = Engine(**dict(engine_kwargs, preprocess=Preprocess.from_dict(engine_kwargs["preprocess"])))
-    xs, covs, patients, errors = [], [], [], []
-    for path in batch["path"]:
-        try:
-            image = read_image(path)
-            spacing = pixel_spacing_mm if pixel_spacing_mm is not None else image.pixel_spacing_mm
-            prepared = engine.model_input(image, spacing, covariates)
-            xs.append(prepared.x.astype(np.float32, copy=False))
-            covs.append(prepared.covariates.astype(np.float32, copy=False))
-            patients.append(image.patient_id or "")
-            errors.append("")
-        except (OsteopanoError, ValueError) as exc:
-            xs.append(None)
-            covs.append(None)
-            patients.append("")
-            errors.append(str(exc) or type(exc).__name__)
-    shape = next((v.shape for v in xs if v is not None), (1,))  # all unreadable: any shape will do
-    n_cov = next((v.shape for v in covs if v is not None), (0,))
-    return {"path": np.asarray(batch["path"]),
-            "x": np.stack([v if v is not None else np.zeros(shape, np.float32) for v in xs]),
-            "cov": np.stack([v if v is not None else np.zeros(n_cov, np.float32) for v in covs]),
-            "patient_id": np.asarray(patients), "error": np.asarray(errors)}
+    return Screener(Engine(ModelSpec.from_dict(spec), {}, model_id), threshold=threshold, gate=gate)
+
+
+def _prepare_batch(batch: dict[str, np.ndarray], spec: dict[str, Any], model_id: str, threshold: float,
+                   gate: bool, pixel_spacing_mm: float | None, covariates: dict[str, Any] | None) -> dict[str, Any]:
+    """map_batches task: paths -> the staged result (pickled) and the network input, one row per path
+    (``Screener._stage``: read, spacing, gate, preparation - exactly what ``predict`` does)."""
+    screener = _stager(spec, model_id, threshold, gate)
+    shape, n_cov = screener.spec.input_shape(), (screener.spec.n_covariates,)
+    results, xs, covs, ok = [], [], [], []
+    for path, manifest in zip(batch["path"], batch["manifest_spacing"]):
+        spacings = {} if np.isnan(manifest) else {Path(str(path)).resolve(): float(manifest)}
+        result, _, model_input = screener._stage(Path(str(path)), pixel_spacing_mm, spacings, covariates)
+        results.append(pickle.dumps(result))
+        ok.append(model_input is not None)
+        xs.append(model_input.x if model_input is not None else np.zeros(shape, np.float32))
+        covs.append(model_input.covariates if model_input is not None else np.zeros(n_cov, np.float32))
+    return {"result": np.asarray(results, dtype=object), "ok": np.asarray(ok),
+            "x": np.stack(xs).astype(np.float32, copy=False), "cov": np.stack(covs).astype(np.float32, copy=False)}
 
 
 class _Score:
     """Actor: one ONNX Runtime session (intra-op threads 1) scoring prepared batches."""
 
-    def __init__(self, model: str, threshold: float | None):
+    def __init__(self, model: str):
         from osteopano.screen.engines import OnnxEngine
 
         self.engine = OnnxEngine(model, threads=1)
-        if threshold is not None:
-            self.engine.threshold = float(threshold)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        ok = np.asarray([e == "" for e in batch["error"]])
+        ok = np.asarray(batch["ok"], dtype=bool)
         prob = np.full(len(ok), np.nan, np.float64)
         if ok.any():
             prob[ok] = self.engine.probabilities(batch["x"][ok], batch["cov"][ok])
-        return {"path": batch["path"], "patient_id": batch["patient_id"], "probability": prob,
-                "error": batch["error"]}
+        return {"result": batch["result"], "ok": ok, "probability": prob}
 
 
 def predict_ray(model: str | Path, inputs: Iterable[str | Path], out: str | Path, *, address: str | None = None,
                 resume: bool = False, batch_size: int = 8, actors: int | None = None,
-                threshold: float | None = None, pixel_spacing_mm: float | None = None,
-                covariates: dict[str, Any] | None = None, exclude: Iterable[Path] = (),
+                threshold: float | None = None, pixel_spacing_mm: float | None = None, gate: bool = True,
+                covariates: dict[str, Any] | None = None,
                 on_rows: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Screen ``inputs`` with the ONNX ``model`` on Ray Data; rows go to ``out`` (.csv or .jsonl) as in
-    ``osteopano predict``. ``address``: a running cluster ('auto', 'HOST:6379', 'ray://...'); None joins
-    the cluster of ``RAY_ADDRESS`` or starts a local one (unless ``ray.init`` was called already).
-    ``actors``: ONNX sessions (default: the cluster's CPUs, at least 1). Returns counts
+    """Screen ``inputs`` with the ONNX ``model`` on Ray Data; rows go to ``out`` (.csv or .jsonl) exactly as
+    ``osteopano predict`` writes them (same columns, order, resume rules). ``address``: a running cluster
+    ('auto', 'HOST:6379', 'ray://...'); None joins ``RAY_ADDRESS``'s cluster or starts a local one (unless
+    ``ray.init`` was called already). ``actors``: ONNX sessions (default one per 4 cluster CPUs). Returns
     {'screened', 'errors', 'skipped'} (skipped: already in ``out`` with ``resume``). ``on_rows(n)`` is
     called after each batch of ``n`` rows is written (a progress bar)."""
     ray = _require_ray()
-    from osteopano.screen.batch import RowWriter, ScreeningResult, done_paths, iter_image_paths
+    from osteopano.io.rows import RowWriter
+    from osteopano.prepare.spacing import manifest_spacings
+    from osteopano.screen.batch import Outputs, plan_batch
+    from osteopano.screen.screener import Screener
     from osteopano.screen.engines import OnnxEngine
 
     model, out = Path(model), Path(out)
@@ -123,21 +111,15 @@ def predict_ray(model: str | Path, inputs: Iterable[str | Path], out: str | Path
         raise DataError(f"{out}: the Ray output must end in .csv or .jsonl")
     if batch_size < 1:
         raise DataError(f"batch size must be at least 1, got {batch_size}")
-    done = done_paths(out) if resume else set()
-    paths = [str(p) for p in iter_image_paths(inputs, exclude)]
-    todo = [p for p in paths if p not in done]
-    counts = {"screened": 0, "errors": 0, "skipped": len(paths) - len(todo)}
-    if not paths:
-        raise DataError("no images found in " + ", ".join(str(p) for p in inputs))
-    engine = OnnxEngine(model)  # checks the file and reads its metadata once, on the driver
-    if threshold is not None:
-        engine.threshold = float(threshold)
-    if not todo:
+    inputs = [Path(p) for p in inputs]
+    plan = plan_batch(inputs, Outputs(out=out), resume)
+    counts = {"screened": 0, "errors": 0, "skipped": plan.skipped_done}
+    # the file's check and its metadata, once, on the driver
+    screener = Screener(OnnxEngine(model), threshold=threshold, gate=gate)
+    if not plan.todo:
         return counts
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False) if address else ray.init(include_dashboard=False, log_to_driver=False,
-                                                                   configure_logging=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -145,28 +127,28 @@ def predict_ray(model: str | Path, inputs: Iterable[str | Path], out: str | Path
     # the network takes ~1/4 of an image's CPU time (decode + prepare the rest): one session per 4 CPUs,
     # each reserving a quarter CPU so that the prepare tasks can use every core
     n_actors = actors or max(1, round(cpus / 4))
-    ds = ray.data.from_items([{"path": p} for p in todo], override_num_blocks=max(1, -(-len(todo) // batch_size)))
-    ds = ds.map_batches(_prepare_batch, fn_kwargs={"engine_kwargs": _engine_kwargs(engine),
-                                                   "pixel_spacing_mm": pixel_spacing_mm, "covariates": covariates},
-                        batch_size=batch_size, batch_format="numpy", num_cpus=1)
-    ds = ds.map_batches(_Score, fn_constructor_args=(str(model.resolve()), threshold), batch_size=batch_size,
-                        batch_format="numpy", num_cpus=0.25, concurrency=n_actors)
-    with RowWriter(out, resume=resume and out.exists()) as writer:
+    spacings = manifest_spacings(plan.todo)
+    items = [{"path": str(p), "manifest_spacing": spacings.get(p.resolve(), np.nan)} for p in plan.todo]
+    ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // batch_size)))
+    ds = ds.map_batches(_prepare_batch, fn_kwargs={
+        "spec": screener.spec.to_dict(), "model_id": screener.model_id, "threshold": screener.threshold,
+        "gate": gate, "pixel_spacing_mm": pixel_spacing_mm, "covariates": covariates},
+        batch_size=batch_size, batch_format="numpy", num_cpus=1)
+    ds = ds.map_batches(_Score, fn_constructor_args=(str(model.resolve()),), batch_size=batch_size,
+                        batch_format="numpy", num_cpus=0.25,
+                        compute=ray.data.ActorPoolStrategy(size=n_actors))
+    with RowWriter(out, screener.columns(), resume=resume, drop=plan.retried) as writer:
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
             rows = []
-            for path, patient, prob, error in zip(batch["path"], batch["patient_id"], batch["probability"],
-                                                  batch["error"]):
-                if error:
-                    result = ScreeningResult(str(path), None, None, None, engine.threshold, engine.model_id,
-                                             str(error))
-                else:
+            for blob, ok, prob in zip(batch["result"], batch["ok"], batch["probability"]):
+                result = pickle.loads(blob)
+                if ok:
                     p = float(prob)
-                    result = ScreeningResult(str(path), str(patient) or None, p, p >= engine.threshold,
-                                             engine.threshold, engine.model_id)
+                    result = result.replace(probability=p, decision=p >= screener.threshold)
                 rows.append(result.to_row())
             writer.write(rows)
-            counts["errors"] += sum(r["error"] is not None for r in rows)
-            counts["screened"] += sum(r["error"] is None for r in rows)
+            counts["errors"] += sum(r["probability"] is None for r in rows)
+            counts["screened"] += sum(r["probability"] is not None for r in rows)
             if on_rows is not None:
                 on_rows(len(rows))
     return counts

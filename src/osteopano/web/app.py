@@ -24,8 +24,7 @@ Limits and privacy, in the order a request meets them:
    worker really finishes, so a stuck model cannot pile up work).
 
 Uploads stay in memory and are written nowhere unless ``keep_uploads`` names a folder. Reports
-are built in a temporary folder (RAM-backed /dev/shm where there is one), read into memory at once,
-the folder deleted, and served once from an in-memory store.
+are built in memory (HTML and its PDF, never a file) and served once from an in-memory store.
 Log lines hold sizes, types, status codes and timings only: no file names, patient IDs, DICOM
 tags or results.
 """
@@ -37,9 +36,7 @@ import base64
 import io
 import json
 import logging
-import os
 import secrets
-import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -56,22 +53,21 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
-from jinja2 import Environment, PackageLoader, select_autoescape
 from PIL import Image
 from pydantic import BaseModel, Field
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
 
 from osteopano import __version__
-from osteopano.screen import explain
 from osteopano.render import reports
+from osteopano.render.display import display_u8, heatmap_overlay
+from osteopano.render.templating import environment
+from osteopano.render.texts import DISCLAIMER, decision_text, format_probability, plain_language
 from osteopano.errors import ImageReadError, OsteopanoError
 from osteopano.io.files import atomic_write_bytes, atomic_write_json
 from osteopano.io.images import Radiograph, read_image_bytes
 
 log = logging.getLogger("osteopano.web.app")
 
-DISCLAIMER = ("osteopano is a screening aid, not a diagnosis: only a DXA scan can diagnose osteoporosis. "
-              "A referral suggestion must be weighed by a clinician together with the patient's history.")
 MAX_PIXELS = 60_000_000          # decoded size limit (a large panoramic is ~15 Mpx)
 MULTIPART_OVERHEAD = 64 * 1024   # boundaries and part headers allowed on top of the file itself
 DISPLAY_WIDTH = 1400             # images on the result page are shrunk to this width
@@ -361,13 +357,6 @@ def _result_summary(result: Any, model: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- images for the page
 
 
-def _display_u8(pixels: np.ndarray) -> np.ndarray:
-    """Grey [0, 1] pixels -> uint8 windowed to the 0.5-99.5 percentiles (what a viewer would show)."""
-    lo, hi = np.percentile(pixels, [0.5, 99.5])
-    scale = 255.0 / (hi - lo) if hi > lo else 255.0
-    return np.clip((pixels - lo) * scale, 0, 255).astype(np.uint8)
-
-
 def _shrink(image: np.ndarray, width: int = DISPLAY_WIDTH) -> np.ndarray:
     h, w = image.shape[:2]
     if w <= width:
@@ -461,7 +450,7 @@ class _SecurityHeaders:
 
 
 def _load_model(model_path: str | Path) -> Any:
-    from osteopano.screen.engines import load
+    from osteopano.screen.screener import load
 
     return load(model_path, engine="auto")
 
@@ -501,10 +490,6 @@ def _test_metrics(card: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _decision_text(decision: bool) -> str:
-    return "Refer for DXA" if decision else "No DXA referral suggested by this screen"
-
-
 def create_app(model_path: str | Path | None = None, *, model: Any = None, max_upload_mb: float = 50,
                workers: int = 2, queue_size: int = 8, timeout_s: float = 60,
                keep_uploads: str | Path | None = None) -> FastAPI:
@@ -525,8 +510,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
     card = _jsonable(dict(model.card))
     synthetic = _synthetic(card)
     threshold, threshold_rule = _threshold(model, card)
-    templates = Environment(loader=PackageLoader("osteopano.render", "templates"),
-                            autoescape=select_autoescape(["html"]))
+    templates = environment()
     # pydicom's warnings about odd elements can quote tag values (names, IDs): keep them out of the logs.
     logging.getLogger("pydicom").setLevel(logging.ERROR)
 
@@ -595,7 +579,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, max_u
         result = screening.result
         body = ScreenResponse(
             **_result_summary(result, model),
-            decision_text=_decision_text(bool(result.decision)),
+            decision_text=decision_text(bool(result.decision)),
             filename=upload.filename,
             synthetic_training_data=synthetic,
             disclaimer=DISCLAIMER,
@@ -637,35 +621,27 @@ def _lifespan(service: Service) -> Callable:
     return lifespan
 
 
-def _memory_tmp() -> str | None:
-    """A RAM-backed folder (Linux /dev/shm) for the short-lived report files, else the system default."""
-    shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-
-
 def _page_job(service: Service, card: dict[str, Any], upload: Upload) -> dict[str, Any]:
     """Worker-thread part of the page: predict with heatmap, draw the images, build the reports."""
     screening = service.run_model(upload, heatmap=True)
     radiograph, result = screening.radiograph, screening.result
     overlay = None  # uint8 RGB
     if getattr(result, "heatmap", None) is not None:
-        overlay = explain.overlay(radiograph, result.heatmap)
-    with tempfile.TemporaryDirectory(prefix="osteopano-report-", dir=_memory_tmp()) as tmp:
-        paths = reports.write_report(tmp, radiograph, result, card, heatmap_overlay=overlay)
-        files = {fmt: Path(paths[fmt]).read_bytes() for fmt in ("html", "pdf") if paths.get(fmt)}
-    token = service.reports.put(files)
+        overlay = heatmap_overlay(radiograph.pixels, result.heatmap)
+    html, pdf = reports.build_report(radiograph, result, card, heatmap_overlay=overlay)  # in memory only
+    token = service.reports.put({"html": html.encode("utf-8"), "pdf": pdf})
     return {
         "result": result,
         "probability_pct": 100.0 * float(result.probability),
         "threshold_pct": 100.0 * float(result.threshold),
-        "score": reports.format_probability(result.probability),
-        "threshold_text": reports.format_probability(result.threshold),
-        "decision_text": _decision_text(bool(result.decision)),
-        "texts": reports.plain_language(result),
-        "radiograph_uri": _data_uri(_display_u8(radiograph.pixels)),
+        "score": format_probability(result.probability),
+        "threshold_text": format_probability(result.threshold),
+        "decision_text": decision_text(bool(result.decision)),
+        "texts": plain_language(result),
+        "radiograph_uri": _data_uri(display_u8(radiograph.pixels)),
         "overlay_uri": _data_uri(overlay) if overlay is not None else None,
         "heatmap_empty": overlay is not None and not np.any(np.asarray(result.heatmap) > 0),
         "size": f"{radiograph.pixels.shape[1]} x {radiograph.pixels.shape[0]} px",
         "report_token": token,
-        "report_formats": sorted(files),
+        "report_formats": ["html", "pdf"],
     }

@@ -1,0 +1,100 @@
+"""The words osteopano says, defined once: the disclaimer, the decision wording, the plain-language
+paragraphs for the dentist and for the patient, and how numbers are printed. The report, the web page
+and the CLI all take them from here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DISCLAIMER = ("osteopano is a screening aid, not a diagnosis: only a DXA scan can diagnose osteoporosis. "
+              "Interpret the result together with the patient's history and clinical risk factors.")
+DISCLAIMER_SHORT = "a screening aid, not a diagnosis"
+REFER = "Refer for DXA bone-density assessment"
+NO_REFER = "No referral suggested by this screen"
+NOT_SCREENED = "Not screened: the image could not be analysed"
+MCW_THRESHOLD_MM = 3.0
+
+
+def decision_text(decision: bool | None) -> str:
+    """The decision in words: ``REFER``, ``NO_REFER`` or ``NOT_SCREENED`` (None)."""
+    return NOT_SCREENED if decision is None else (REFER if decision else NO_REFER)
+
+
+def format_probability(p: float | None) -> str:
+    """How a model score or threshold is printed everywhere in the report: 3 decimals ('0.734')."""
+    return "n/a" if p is None else f"{float(p):.3f}"
+
+
+def format_mm(v: float | None) -> str:
+    return "not measured" if v is None or not np.isfinite(v) else f"{float(v):.2f} mm"
+
+
+def format_width(mm: float | None, px: float | None) -> str:
+    """A cortical width in mm, else in pixels when the pixel spacing is unknown."""
+    if (mm is None or not np.isfinite(mm)) and px is not None and np.isfinite(px):
+        return f"{float(px):.1f} px (pixel spacing unknown)"
+    return format_mm(mm)
+
+
+def plain_language(result: Any, measurement: Any = None) -> dict[str, str]:
+    """The two plain-language paragraphs: ``'dentist'`` (clinical, with the score and threshold, and
+    the cortical width when measured) and ``'patient'`` (simple words, not alarming, what DXA is)."""
+    error = getattr(result, "error", None)
+    if error or getattr(result, "probability", None) is None:
+        return {
+            "dentist": (f"This image could not be screened ({error or 'no model score'}). "
+                        "Check the file and screen it again; meanwhile refer on clinical grounds as usual."),
+            "patient": ("The computer program could not check your dental X-ray this time. "
+                        "This says nothing about your bones; your dentist will tell you what happens next."),
+        }
+    p, t = format_probability(result.probability), format_probability(result.threshold)
+    if result.decision:
+        dentist = (f"The model's score for this radiograph is {p}, at or above the decision threshold of {t}. "
+                   "Suggested action: refer for DXA bone-density assessment, weighed together with the usual "
+                   "clinical risk factors (age, sex, previous low-trauma fractures, family history, "
+                   "glucocorticoid use).")
+        patient = ("Your dental X-ray was checked by a computer program that looks for signs that bones may be "
+                   "less dense than usual. It noticed some of these signs, so your dentist may suggest a DXA "
+                   "scan. A DXA scan is a quick, painless scan, usually of the hip and lower back, that "
+                   "measures bone density with a very small dose of X-rays. This check is not a diagnosis: "
+                   "only a DXA scan can tell whether you have osteoporosis, and many people who have one are "
+                   "told their bones are fine.")
+    else:
+        dentist = (f"The model's score for this radiograph is {p}, below the decision threshold of {t}: "
+                   f"{NO_REFER.lower()}. A negative screen does not rule osteoporosis out; refer on clinical "
+                   "grounds when risk factors are present.")
+        patient = ("Your dental X-ray was checked by a computer program that looks for signs that bones may be "
+                   "less dense than usual. It did not find signs that call for a further test. This check is "
+                   "not a diagnosis and cannot rule osteoporosis out. If you are worried about your bones, "
+                   "or have broken a bone in a minor fall, talk to your doctor: they can arrange a DXA scan, "
+                   "a quick and painless bone-density scan.")
+    if getattr(result, "heatmap", None) is not None:
+        dentist += " The heatmap shows which parts of the image raised the score most; it is not a map of disease."
+    mcw = _mcw_sentence(measurement, bool(result.decision))
+    if mcw:
+        dentist += " " + mcw
+    return {"dentist": dentist, "patient": patient}
+
+
+def _mcw_sentence(m: Any, refer: bool) -> str:
+    """The dentist's sentence about the cortical width measurement ('' when none was made)."""
+    if m is None:
+        return ""
+    if getattr(m, "quality", None) == "failed":
+        return "The mandibular cortical width could not be measured automatically."
+    if getattr(m, "mcw_mm", None) is None:
+        return ("The mandibular cortical width cannot be given in millimetres: the image's pixel spacing is "
+                "unknown.")
+    limit = float(getattr(m, "threshold_mm", MCW_THRESHOLD_MM) or MCW_THRESHOLD_MM)
+    sides = ", ".join(f"{format_mm(getattr(getattr(m, side, None), 'mcw_mm', None))} on the patient's {side}"
+                      for side in ("right", "left"))
+    text = (f"The mandibular cortical width below the mental foramen measures {sides} (mean {format_mm(m.mcw_mm)}); "
+            f"a width under the classical {limit:g} mm threshold is a recognised radiographic sign of low "
+            "bone mineral density.")
+    if m.mcw_mm < limit and not refer:
+        text += " The thin cortex is a reason to consider DXA referral despite the model's negative score."
+    if getattr(m, "quality", None) == "low":
+        text += " The automatic measurement has low confidence: check it on the image."
+    return text
