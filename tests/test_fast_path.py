@@ -108,3 +108,16 @@ def test_prefetch_keeps_order_bounds_the_work_ahead_and_raises_at_the_item():
     source = (consumed.append(i) or i for i in range(1000))
     first = next(prefetch(source, lambda i: i, workers=2, ahead=5))
     assert first == (0, 0) and len(consumed) <= 6  # a lazy source is read only `ahead` items ahead
+
+
+def test_truncated_file_is_refused_even_after_weasyprint_relaxed_pillow(tmp_path, monkeypatch, noise_u16):
+    from PIL import ImageFile
+
+    from osteopano.errors import ImageReadError
+
+    images.write_png16(tmp_path / "full.png", noise_u16)
+    data = (tmp_path / "full.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # what `import weasyprint` does
+    with pytest.raises(ImageReadError, match="cut.png.*truncated"):
+        images.read_image(tmp_path / "cut.png")

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from osteopano.errors import ImageReadError
 from osteopano.io.files import atomic_path
@@ -273,6 +273,9 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, reduce_to: int | 
                     source_format=fmt,
                     path=str(name),
                 )
+            # WeasyPrint (the PDF reports) sets this Pillow-wide flag on import, after which a truncated
+            # file would decode silently with its missing rows grey: a radiograph must be whole
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
             try:
                 img.load()
             except Image.DecompressionBombError as exc:
@@ -323,6 +326,9 @@ def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
         factor = next((k for k in (8, 4, 2) if min(width, height) // k >= reduce_to), 1)
         if factor > 1:
             flag = _CV2_REDUCED[factor, img.mode == "L"]
+    if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
+        # a truncated file goes on to Pillow, which names the problem; OpenCV's own warning would be noise
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     dtype, channels = expected
     if arr is None or arr.dtype != dtype or (arr.shape[2] if arr.ndim == 3 else 1) != channels:
