@@ -112,9 +112,10 @@ def main() -> None:
             paths = Path(args.images).read_text().split("\n")
             paths = [p for p in paths if p]
             predict(model, paths[:args.warmup], args.batch_size)
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             predict(model, paths, args.batch_size)
             result["seconds"] = time.perf_counter() - start
+            result["cpu_seconds"] = time.process_time() - cpu
             result["n"] = len(paths)
     result["peak_rss_mb"] = _peak_rss_mb()
     print(json.dumps(result))

@@ -15,6 +15,8 @@
   ``osteopano.screen.ray_data.predict_ray`` on a local Ray with this machine's CPUs (after a
   warm-up batch; Ray's own start excluded) and checks its rows equal the onnx engine's.
 * peak RSS: VmHWM of a fresh process that loads the model and predicts ONE 2943 x 1435 image.
+* CPU ms/image: the process's CPU time (all threads) per image in the timed part - what an image
+  costs whatever else the machine runs (images/s also depends on the cores one gets).
 * ratio: images/s over the Keras stack's in the same run. ``--rounds`` > 1 repeats the whole
   round robin and keeps each engine's best round (the machine may be shared).
 
@@ -51,38 +53,31 @@ def _worker(args: argparse.Namespace) -> None:
     import osteopano
     from osteopano.screen.batch import Outputs, plan_batch, run_batch
 
-    def screen(model, paths, batch_size):  # what `osteopano predict` runs, without the progress bar
-        plan = plan_batch(paths, Outputs(), False)
-        return run_batch(model, paths, plan, Outputs(), batch_size=batch_size)
+    def screen(model, paths, batch_size, out=None):  # what `osteopano predict` runs, without the progress bar
+        outputs = Outputs(out=out)
+        return run_batch(model, paths, plan_batch(paths, outputs, False), outputs, batch_size=batch_size)
 
     if args.worker == "ray":
         _ray_worker(args)
         return
     model = osteopano.load(args.model, engine=args.engine)
-    out = {"engine": model.name, "load_s": time.perf_counter() - t0}
+    out = {"engine": args.engine, "load_s": time.perf_counter() - t0}
     if args.worker == "throughput":
         paths = [Path(p) for p in Path(args.images).read_text().split("\n") if p]
-        for _ in screen(model, paths[: args.batch_size], batch_size=args.batch_size):  # warm-up
+        for _ in screen(model, paths[: args.batch_size], args.batch_size):  # warm-up
             pass
-        t1 = time.perf_counter()
-        rows = [item.row for batch in screen(model, paths, batch_size=args.batch_size) for item in batch]
+        t1, c1 = time.perf_counter(), time.process_time()
+        rows = [item.row for batch in screen(model, paths, args.batch_size, Path(args.rows) if args.rows else None)
+                for item in batch]
         out["seconds"] = time.perf_counter() - t1
+        out["cpu_seconds"] = time.process_time() - c1
         out["n"] = len(paths)
         out["errors"] = sum(r["error"] is not None for r in rows)
-        if args.rows:
-            _write_rows(Path(args.rows), rows)
     else:
         out["probability"] = model.predict(Path(args.images)).probability
     out["peak_rss_mb"] = _peak_rss_mb()
     out["torch_imported"] = "torch" in sys.modules
     print(json.dumps(out))
-
-
-def _write_rows(path: Path, rows: list[dict]) -> None:
-    from osteopano.screen.batch import RowWriter
-
-    with RowWriter(path) as writer:
-        writer.write(rows)
 
 
 def _ray_worker(args: argparse.Namespace) -> None:
@@ -130,10 +125,12 @@ def _cli(model: Path, folder: Path, n: int, out: Path, batch_size: int) -> dict:
     cmd = [sys.executable, "-m", "osteopano", "predict", str(model), str(folder), "--engine", "onnx",
            "--out", str(out), "--batch-size", str(batch_size)]
     start = time.perf_counter()
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if res.returncode != 0:
-        raise SystemExit(f"osteopano predict failed:\n{res.stderr[-2000:]}")
-    return {"n": n, "seconds": time.perf_counter() - start}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"osteopano predict failed:\n{proc.stderr.read().decode(errors='replace')[-2000:]}")
+    return {"n": n, "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}
 
 
 def _train(tmp: Path) -> Path:
@@ -260,13 +257,15 @@ def main() -> None:
     load = os.getloadavg()
     table = Table(title=f"File -> probability, {described}; batch {args.batch_size}; {os.cpu_count()} CPUs, "
                         f"load average {load[0]:.1f}/{load[1]:.1f}; best of {args.rounds} round(s)")
-    for col in ("engine", "images/s", "ms/image", "x Keras", f"peak RSS, one {big.name} (MB)"):
+    for col in ("engine", "images/s", "ms/image", "x Keras", "CPU ms/image", f"peak RSS, one {big.name} (MB)"):
         table.add_column(col, justify="right")
     ref = best.get("keras", {}).get("rate")
     for name, res in best.items():
         peak = peaks.get(name if name != "predict CLI (onnx)" else "", None)
         table.add_row(name, f"{res['rate']:.1f}", f"{1000 / res['rate']:.1f}",
-                      f"{res['rate'] / ref:.2f}x" if ref else "", f"{peak:.0f}" if peak else "")
+                      f"{res['rate'] / ref:.2f}x" if ref else "",
+                      f"{1000 * res['cpu_seconds'] / res['n']:.0f}" if res.get("cpu_seconds") else "",
+                      f"{peak:.0f}" if peak else "")
     Console().print(table)
     if "ray (local)" in best and "onnx" in best:
         ray_res, onnx_rate = best["ray (local)"], best["onnx"]["rate"]
@@ -277,6 +276,8 @@ def main() -> None:
               + f"; rows identical to the onnx engine's: {same_rows}")
     print(json.dumps({"images": described, "load_average": load, "ray_rows_identical": same_rows,
                       "engines": {k: {"images_per_s": round(v["rate"], 2), "peak_rss_mb": peaks.get(k)}
+                                  | ({"cpu_ms_per_image": round(1000 * v["cpu_seconds"] / v["n"], 1)}
+                                     if v.get("cpu_seconds") else {})
                                   for k, v in best.items()}}))
 
 
