@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 DEMO   ?= demo-output
 SEED   ?= 11
 
-.PHONY: install demo test browser bench bench-reference clean
+.PHONY: install demo results test browser pacs-tools bench bench-reference clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,12 @@ install: $(STAMP)
 # The browser test drives Debian's chromium (Playwright's own browser download does not work offline).
 browser:
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q chromium)
+
+# The PACS tests start Debian's Orthanc with its DICOMweb plugin; the DICOM-out tests validate with dciodvfy.
+ORTHANC_DICOMWEB = /usr/share/orthanc/plugins/libOrthancDicomWeb.so
+pacs-tools:
+	@command -v Orthanc >/dev/null 2>&1 && command -v dciodvfy >/dev/null 2>&1 && test -e $(ORTHANC_DICOMWEB) \
+	    || (apt-get update -q && apt-get install -y -q orthanc orthanc-dicomweb dicom3tools)
 
 # The study's design end to end on SYNTHETIC phantom data (not clinical evidence):
 # a 400-image development set with Klemetti-derived labels (C1 normal; C2, C3 osteoporosis),
@@ -40,7 +46,12 @@ demo: install
 	    --measure --heatmaps $(DEMO)/heatmaps --report $(DEMO)/reports
 	@echo "Demo finished: outputs in $(DEMO)/ -- all figures above are on SYNTHETIC phantom data, not clinical evidence."
 
-test: install browser
+# docs/results.md, written from a fresh `make demo` by the current code (it names the commit)
+results: demo
+	$(PY) benchmarks/results.py $(DEMO) --out docs/results.md
+
+test: install browser pacs-tools
+	$(BIN)/lint-imports
 	$(PY) -m pytest -q
 
 clean:

@@ -150,8 +150,11 @@ def test_inspect_report(tmp_path: Path) -> None:
         "img/broken.png,normal,P3\n"
         "img/gone.png,,P4\n"
     )
-    report = inspect_dataset(discover(tmp_path))
+    with pytest.raises(DataError, match="same image with different labels.*--allow-duplicates"):
+        discover(tmp_path)  # refused by default (the same bytes labelled both ways)
+    report = inspect_dataset(discover(tmp_path, allow_duplicates=True))
     json.dumps(report)  # JSON-ready
+    assert [p["kind"] for p in report["problems"]] == ["conflicting_labels"]
     assert (report["n_images"], report["usable"], report["usable_labelled"]) == (5, 3, 3)
     assert report["classes"] == {"normal": 3, "osteoporosis": 1} and report["unlabelled"] == 1
     assert report["n_patients"] == 4 and report["patients_with_multiple_images"] == 1
@@ -186,7 +189,7 @@ def _osteopano(*args: str) -> subprocess.CompletedProcess[str]:
 def test_cli_inspect_lists_bad_files_and_exits_zero(class_folder: Path) -> None:
     _truncated_png(class_folder / "osteoporosis" / "cut.png")
     (class_folder / "normal" / "text.png").write_text("not an image")
-    result = _osteopano("inspect", str(class_folder), "--json")
+    result = _osteopano("inspect", str(class_folder), "--json", "--no-gate")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)  # nothing but JSON on stdout
     reasons = {item["path"]: item["reason"] for item in report["unreadable"]}
@@ -194,7 +197,7 @@ def test_cli_inspect_lists_bad_files_and_exits_zero(class_folder: Path) -> None:
     assert "not an image" in reasons["normal/text.png"]
     assert report["usable_classes"] == {"normal": 2, "osteoporosis": 1}
 
-    console = _osteopano("inspect", str(class_folder))
+    console = _osteopano("inspect", str(class_folder), "--no-gate")
     assert console.returncode == 0, console.stderr
     assert "cut.png" in console.stdout and "text.png" in console.stdout
     assert "truncated" in console.stdout and "not an image" in console.stdout

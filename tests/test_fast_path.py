@@ -40,8 +40,8 @@ def test_opencv_decode_gives_pillows_pixels(kind, tmp_path, monkeypatch):
     slow = _pillow_only(monkeypatch, path)
     assert calls and calls[0] is not None and fast.pixels.dtype == np.float32  # OpenCV decoded it
     assert np.array_equal(fast.pixels, slow.pixels)
-    assert (fast.bit_depth, fast.pixel_spacing_mm, fast.source_format) == (
-        slow.bit_depth, slow.pixel_spacing_mm, slow.source_format)
+    assert (fast.bit_depth, fast.pixel_spacing_mm, fast.source_format, fast.chroma) == (
+        slow.bit_depth, slow.pixel_spacing_mm, slow.source_format, slow.chroma)
 
 
 def test_reduced_jpeg_decode_scales_size_and_spacing(tmp_path):

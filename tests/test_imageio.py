@@ -209,16 +209,21 @@ def test_dicom_window_centre_width(tmp_path: Path) -> None:
     np.testing.assert_allclose(row, [0.0, 0.5, 1.0], atol=2e-3)
 
 
-def test_dicom_multiframe_uses_first_frame(tmp_path: Path) -> None:
+def test_dicom_multiframe_needs_an_explicit_frame(tmp_path: Path) -> None:
     frames = np.stack([np.full((32, 48), v, dtype=np.uint16) for v in (1000, 3000)])
     path = tmp_path / "mf.dcm"
     write_dicom(path, frames[0], 0.1, BitsStored=12)
     ds = pydicom.dcmread(path)
     ds.set_pixel_data(frames, "MONOCHROME2", 12)
     ds.save_as(path, enforce_file_format=True)
-    image = read_image(path)
-    assert image.pixels.shape == (32, 48)
-    assert image.pixels.mean() == pytest.approx(1000 / 4095, abs=1e-6)
+    with pytest.raises(ImageReadError, match=r"multi-frame DICOM with 2 frames.*--frame \(0-1\)"):
+        read_image(path)
+    for index, value in enumerate((1000, 3000)):
+        image = read_image(path, frame=index)
+        assert image.pixels.shape == (32, 48)
+        assert image.pixels.mean() == pytest.approx(value / 4095, abs=1e-6)
+    with pytest.raises(ImageReadError, match="frame 2 requested but the file has 2 frames"):
+        read_image(path, frame=2)
 
 
 def _claim_compressed(path: Path, syntax: pydicom.uid.UID) -> None:

@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="the training stack (torch) is not installed")
 
 from osteopano.errors import ModelError  # noqa: E402
-from osteopano.model.networks import create_model, imagenet_model  # noqa: E402
+from osteopano.model.networks import _lite0_imagenet_state_dict, create_model  # noqa: E402
 from osteopano.prepare.intensity import IMAGENET_MEAN, IMAGENET_STD, Preprocess  # noqa: E402
 
 
@@ -26,7 +26,11 @@ def _chelsea_input(size: int = 224) -> torch.Tensor:
 
 
 def test_offline_imagenet_weights_classify_chelsea_as_a_cat() -> None:
-    model = imagenet_model()  # efficientnet_lite0: packaged weights, loaded strictly
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)  # the full 1000-class network
+    model.load_state_dict(_lite0_imagenet_state_dict(model), strict=True)  # packaged weights, mapped strictly
+    model.eval()
     with torch.inference_mode():
         top5 = model(_chelsea_input()).softmax(1)[0].topk(5).indices.tolist()
     assert set(top5) & set(range(281, 286)), top5

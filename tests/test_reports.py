@@ -15,7 +15,7 @@ from osteopano.render import reports
 from osteopano.io.images import from_array
 
 from osteopano.render.texts import DISCLAIMER as _DISCLAIMER
-from osteopano.render.texts import REFER
+from osteopano.render.texts import NOT_SCREENED, REFER
 
 DISCLAIMER = str(escape(_DISCLAIMER))  # as the (Jinja-escaped) HTML carries it
 
@@ -122,7 +122,7 @@ def test_cortical_width_in_pixels_when_spacing_unknown(radiograph):
 def test_not_screened_result(radiograph, metrics):
     result = _result(probability=None, decision=None, error="scan.png: not an image (cannot identify)")
     html = reports.render_html(radiograph, result, _card(metrics))
-    assert reports.NOT_SCREENED in html and "not an image" in html
+    assert NOT_SCREENED in html and "not an image" in html
     assert 'class="bar"' not in html and "Refer for DXA" not in html
 
 

@@ -236,3 +236,31 @@ def test_predict_cli_draws_roi_heatmaps_on_the_full_image(phantoms, roi_run, mon
     heat = load(roi_run).predict(_with_spacing(sample), covariates={"age": 70, "sex": "F"}, heatmap=True).heatmap
     assert heat.shape == read_image(path).pixels.shape
     assert heat[: heat.shape[0] // 3].max() == 0  # nothing outside the two cortex crops (upper image)
+
+
+def test_roi_training_torch_and_onnx_see_the_same_input(phantoms, roi_run) -> None:
+    """ROI crops: training's cached planes, the torch engine and the ONNX engine give the same probabilities."""
+    import torch
+
+    from osteopano.model.onnx import export_onnx
+    from osteopano.model.run import load_run
+    from osteopano.prepare.covariates import encode_covariates
+    from osteopano.screen.engines import OnnxEngine, TorchEngine
+    from osteopano.screen.screener import Screener
+    from osteopano.train.inputs import load_planes
+    from osteopano.train.tensors import predict_logits
+
+    loaded = load_run(roi_run)
+    spec = loaded.spec
+    samples = discover(phantoms).samples[:4]
+    planes, good, bad, _ = load_planes(samples, spec, None, 1)
+    assert not bad
+    covs = {"age": 66, "sex": "M"}
+    cov = torch.from_numpy(np.stack([encode_covariates(spec.covariates, covs, spec.covariate_stats)] * len(good)))
+    logits = predict_logits(loaded.model, torch.from_numpy(planes), cov, spec.preprocess, 3, "fp32")
+    p_train = torch.softmax(logits, 1)[:, spec.positive_index].numpy()
+    paths = [_with_spacing(s) for s in samples]
+    onnx_file = export_onnx(roi_run, roi_run / "identity.onnx")["path"]
+    p_torch = [r.probability for r in Screener(TorchEngine(loaded)).predict_batch(paths, covariates=covs)]
+    p_onnx = [r.probability for r in Screener(OnnxEngine(onnx_file)).predict_batch(paths, covariates=covs)]
+    assert np.abs(p_train - np.array(p_torch)).max() < 1e-4 and np.abs(p_train - np.array(p_onnx)).max() < 1e-4

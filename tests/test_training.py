@@ -159,6 +159,22 @@ def test_interrupted_run_resumes_to_the_same_history(data, monkeypatch, capsys, 
     assert np.allclose(numbers(resumed), numbers(straight), rtol=1e-5)
 
 
+def test_same_seed_same_machine_gives_identical_results(data, tmp_path) -> None:
+    """Two 2-epoch trainings of the same data with the same seed: identical losses and metrics.json."""
+    def train(out: Path) -> tuple[list[list[str]], dict]:
+        cfg = RunConfig(data=str(data["train"]), weights="none", epochs=2, batch_size=8, image_size=48,
+                        preprocess=Preprocess(size=48).to_dict(), precision="fp32", seed=5)
+        train_run(cfg, out)
+        history = [line.split(",") for line in (out / "history.csv").read_text().splitlines()]
+        return [row[:1] + row[2:] for row in history], json.loads((out / "metrics.json").read_text())
+
+    first, second = train(tmp_path / "a"), train(tmp_path / "b")
+    assert first[0] == second[0]  # every loss and accuracy, bit for bit (seconds aside)
+    assert first[1] == second[1]
+    cfg = RunConfig.load(tmp_path / "a" / "config.json")
+    assert cfg.threads >= 1  # the thread count the numbers depend on is recorded
+
+
 @pytest.mark.parametrize("case", ["absent_class", "single_class", "empty_folder", "no_labels"])
 def test_user_errors_are_one_line_exit_2(case, data, monkeypatch, capsys, tmp_path) -> None:
     args = ["train", "--out", str(tmp_path / "r"), *TINY]

@@ -5,11 +5,13 @@ tests use a tiny model trained on synthetic phantoms (once per session)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import logging
 import re
+import stat
 import subprocess
 import sys
 import threading
@@ -22,10 +24,10 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from web_model import build_small_model
 
-from osteopano.web import app as web
-from osteopano.screen.engines import load
 from osteopano.io.images import read_image, write_dicom
-from osteopano.screen.batch import ScreeningResult
+from osteopano.screen.result import ScreeningResult
+from osteopano.screen.screener import load
+from osteopano.web import app as web
 
 PATIENT_ID = "PID-4471-SECRET"
 PATIENT_NAME = "Doe^Janet"
@@ -57,7 +59,9 @@ class FakeModel:
         self.started = threading.Event()
         self.calls = 0
 
-    def predict(self, image, heatmap: bool = False) -> ScreeningResult:
+    measures = False
+
+    def predict(self, image, heatmap: bool = False, pixel_spacing_mm=None, covariates=None) -> ScreeningResult:
         self.calls += 1
         self.started.set()
         if self.gate is not None:
@@ -65,7 +69,7 @@ class FakeModel:
         h, w = image.pixels.shape
         heat = np.tile(np.linspace(0, 1, w, dtype=np.float32), (h, 1)) if heatmap else None
         return ScreeningResult(image.path, image.patient_id, self.probability, self.probability >= 0.5, 0.5,
-                               self.model_id, None, heat, image.pixel_spacing_mm)
+                               self.model_id, heatmap=heat, pixel_spacing_mm=image.pixel_spacing_mm)
 
 
 def client_for(model=None, **kwargs) -> TestClient:
@@ -112,7 +116,7 @@ def test_report_store_hands_each_file_out_once_and_expires():
 @pytest.mark.slow
 def test_api_png_with_torch_model_and_heatmap(small_model):
     run, _, data = small_model
-    path = sorted(data.glob("*.png"))[0]
+    path = min(data.glob("*.png"))
     client = TestClient(web.create_app(run))
     response = client.post("/api/v1/screen?heatmap=true", files={"file": ("opg.png", path.read_bytes())})
     assert response.status_code == 200, response.text
@@ -150,7 +154,7 @@ def test_api_dicom_keeps_patient_data_out_of_logs(small_model, tmp_path, caplog)
 @pytest.mark.slow
 def test_onnx_path_never_imports_torch(small_model):
     _, onnx_file, data = small_model
-    image = sorted(data.glob("*.png"))[0]
+    image = min(data.glob("*.png"))
     script = f"""
 import json, sys
 from fastapi.testclient import TestClient
@@ -162,7 +166,7 @@ page = client.post("/screen", files={{"file": ("a.png", image)}})
 print(json.dumps({{"status": r.status_code, "page": page.status_code, "probability": r.json().get("probability"),
                   "torch": "torch" in sys.modules}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["status"] == 200 and result["page"] == 200
@@ -273,6 +277,8 @@ def test_keep_uploads_saves_the_upload_under_a_random_name(tmp_path):
     images = list(keep.glob("*.png"))
     assert len(images) == 1 and images[0].read_bytes() == data
     assert "Doe" not in images[0].name
+    assert stat.S_IMODE(images[0].stat().st_mode) == 0o600  # the upload may hold a patient's name
+    assert stat.S_IMODE(images[0].with_suffix(".json").stat().st_mode) == 0o600
     summary = json.loads(images[0].with_suffix(".json").read_text())
     assert summary["probability"] == pytest.approx(0.7) and summary["decision"] is True
 
@@ -285,7 +291,8 @@ def test_model_card_and_healthz():
     card = client.get("/api/v1/model").json()
     assert card["model_id"] == "fake-00000000" and card["training_data"]["synthetic"] is True
     health = client.get("/healthz").json()
-    assert health == {"status": "ok", "model_id": "fake-00000000", "in_flight": 0, "capacity": 10}
+    assert health == {"status": "ok", "mode": "model", "model_id": "fake-00000000", "measures": False,
+                      "in_flight": 0, "capacity": 10}
 
 
 def test_openapi_and_docs_are_served_without_cdn():
@@ -343,3 +350,337 @@ def test_result_page_and_single_report_download(small_model):
         assert report.headers["cache-control"] == "no-store"
         assert client.get(url).status_code == 404  # served once
 
+
+
+# ----------------------------------------------------------------------------- measurement mode (no model)
+
+
+@pytest.fixture(scope="module")
+def phantom_files(tmp_path_factory) -> tuple[Path, Path]:
+    """One synthetic phantom as DICOM (pixel spacing in the file) and one as PNG (no spacing), 800 px wide."""
+    from osteopano.phantom.generate import generate
+
+    base = tmp_path_factory.mktemp("measure-phantoms")
+    generate(base / "dcm", 1, 5, fmt="dicom", width=800, progress=False, workers=1)
+    generate(base / "png", 1, 6, fmt="png", width=800, progress=False, workers=1)
+    return next((base / "dcm").glob("*.dcm")), next((base / "png").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def measure_client() -> TestClient:
+    return TestClient(web.create_app(None))
+
+
+def test_measure_api_without_model_matches_the_cortex_measurement(measure_client, phantom_files):
+    from osteopano.cortex.measure import measure
+
+    dcm, _ = phantom_files
+    response = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    image = read_image(dcm)
+    expected = measure(image, pixel_spacing_mm=image.pixel_spacing_mm)
+    assert body["spacing_source"] == "file" and body["pixel_spacing_mm"] == pytest.approx(image.pixel_spacing_mm)
+    assert body["quality"] == expected.quality != "failed"  # the phantom's cortex is found
+    assert body["mcw_mm"] == pytest.approx(expected.mcw_mm, abs=0.01)
+    for side in body["sides"]:
+        assert side["mcw_mm"] == pytest.approx(getattr(expected, side["side"]).mcw_mm, abs=0.01)
+        assert side["width_text"].endswith("mm")
+    assert body["decision"] is expected.decision is (expected.mcw_mm < 3.0)
+    assert body["decision_text"].startswith("Refer for DXA" if expected.decision else "No referral")
+    for side in ("right", "left"):  # the polylines: (x, y) points inside the image
+        border = np.asarray(body["measurement"][f"side_{side}"]["border"])
+        assert border.ndim == 2 and border.shape[1] == 2 and len(border) > 10
+        assert (border[:, 0] >= 0).all() and (border[:, 0] < image.pixels.shape[1]).all()
+    assert body["model"] is None and "not a diagnosis" in body["disclaimer"]
+    assert "cortical width" in body["texts"]["dentist"] and body["texts"]["patient"]
+
+
+def test_measure_api_spacing_field_gives_millimetres(measure_client, phantom_files):
+    _, png = phantom_files
+    data = png.read_bytes()
+    unknown = measure_client.post("/api/v1/measure", files={"file": ("opg.png", data)}).json()
+    assert unknown["spacing_source"] == "unknown" and unknown["mcw_mm"] is None and unknown["decision"] is None
+    assert unknown["mcw_px"] > 0 and all(s["width_text"].endswith("(pixel spacing unknown)")
+                                         for s in unknown["sides"] if s["located"])
+    assert "pixel spacing is unknown" in unknown["decision_text"]
+    given = measure_client.post("/api/v1/measure", files={"file": ("opg.png", data)},
+                                data={"pixel_spacing_mm": "0.25"}).json()
+    assert given["spacing_source"] == "option" and given["pixel_spacing_mm"] == 0.25
+    assert given["mcw_mm"] == pytest.approx(given["mcw_px"] * 0.25, rel=0.01)
+    assert given["decision"] is (given["mcw_mm"] < 3.0)
+    for bad in ("abc", "5", "-0.1"):
+        response = measure_client.post("/api/v1/measure", files={"file": ("opg.png", data)},
+                                       data={"pixel_spacing_mm": bad})
+        assert response.status_code == 400 and "pixel spacing" in response.json()["detail"], bad
+
+
+def test_measurement_mode_routes(measure_client):
+    response = measure_client.post("/api/v1/screen", files={"file": ("a.png", png_bytes())})
+    assert response.status_code == 409 and "/api/v1/measure" in response.json()["detail"]
+    assert measure_client.get("/api/v1/model").status_code == 404
+    health = measure_client.get("/healthz").json()
+    assert health["mode"] == "measure" and health["model_id"] is None and health["measures"] is True
+    page = measure_client.get("/").text
+    assert 'name="pixel_spacing_mm"' in page and "No trained model is used" in page
+    assert "trained on synthetic phantom" not in page and "does not say what data" not in page
+    assert "/api/v1/measure" in measure_client.get("/docs").text
+
+
+def test_measurement_page_overlay_widths_decision_and_report(measure_client, phantom_files):
+    dcm, _ = phantom_files
+    response = measure_client.post("/screen", files={"file": ("opg.dcm", dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    html = response.text
+    body = measure_client.post("/api/v1/measure", files={"file": ("opg.dcm", dcm.read_bytes())}).json()
+    assert 'id="cortex-overlay"' in html and 'id="probability"' not in html
+    for side in body["sides"]:
+        assert side["width_text"] in html
+    assert body["decision_text"].split(": ", 1)[1].lower() in html.replace("&#39;", "'").lower()
+    assert "For the dentist" in html and "For the patient" in html and "only a DXA scan" in html
+    links = {fmt: url for url, fmt in re.findall(r'href="(/report/[^"]+/(html|pdf))"', html)}
+    report = measure_client.get(links["html"]).text
+    assert "Cortical width measurement" in report and "Not screened" not in report
+    assert body["sides"][0]["width_text"] in report
+    assert measure_client.get(links["pdf"]).content.startswith(b"%PDF")
+
+
+def test_measurement_page_refuses_an_unreadable_spacing(measure_client, phantom_files):
+    _, png = phantom_files
+    response = measure_client.post("/screen", files={"file": ("opg.png", png.read_bytes())},
+                                   data={"pixel_spacing_mm": "ten"})
+    assert response.status_code == 400 and 'role="alert"' in response.text and "not a number" in response.text
+
+
+# ----------------------------------------------------------------------------- hardening
+
+
+def test_unknown_host_is_refused_and_allowed_hosts_extend_the_list():
+    evil = TestClient(web.create_app(model=FakeModel()), base_url="http://rebind.example")
+    assert evil.get("/").status_code == 400
+    allowed = TestClient(web.create_app(model=FakeModel(), allowed_hosts=web.allowed_host_names(
+        "192.168.1.20", ["opg.clinic.lan"])), base_url="http://opg.clinic.lan:8000")
+    assert allowed.get("/").status_code == 200
+    assert web.allowed_host_names("0.0.0.0")[:2] == ["127.0.0.1", "localhost"]  # not 'every interface'
+    ipv6 = TestClient(web.create_app(model=FakeModel()), base_url="http://[::1]:8000")
+    assert ipv6.get("/").status_code == 200
+    spoofed = client_for().get("/", headers={"Host": "127.0.0.1.rebind.example:8000"})
+    assert spoofed.status_code == 400 and "--allowed-host" in spoofed.json()["detail"]
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Origin": "http://evil.example"}, 403), ({"Origin": "null"}, 403), ({"Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Origin": "http://testserver"}, 200), ({"Sec-Fetch-Site": "same-origin"}, 200), ({}, 200),
+])
+def test_cross_site_posts_are_refused_before_screening(headers, status):
+    model = FakeModel()
+    client = client_for(model)
+    for url in ("/screen", "/api/v1/screen"):
+        response = client.post(url, files={"file": ("a.png", png_bytes())}, headers=headers)
+        assert response.status_code == status, (url, response.text)
+    assert model.calls == (2 if status == 200 else 0)
+
+
+@pytest.mark.parametrize("head", [b"\x02\x00\x00\x00UL\x04\x00", b"\x08\x00\x16\x00UI\x1a\x00"])
+def test_sniff_preambleless_dicom(head):
+    assert web.sniff_image_type(head + bytes(40)) == "dicom"
+
+
+def test_preambleless_dicom_is_accepted(tmp_path):
+    import pydicom
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    pixels = (np.random.default_rng(3).random((240, 480)) * 60000).astype(np.uint16)
+    write_dicom(tmp_path / "a.dcm", pixels, 0.1, patient_id=PATIENT_ID)
+    with_meta = (tmp_path / "a.dcm").read_bytes()[132:]           # no preamble, file meta kept
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, pydicom.dcmread(tmp_path / "a.dcm"))      # no preamble, no file meta
+    model = FakeModel()
+    client = client_for(model)
+    for data in (with_meta, buf.getvalue()):
+        response = client.post("/api/v1/screen", files={"file": ("a.dcm", data)})
+        assert response.status_code == 200, response.text
+    assert model.calls == 2
+
+
+def _asgi_post(app, chunks: list[bytes], *, then: str = "end", path: str = "/api/v1/screen"):
+    """Drive the app directly: send ``chunks``, then end the body, 'disconnect' or 'stall' (never send more).
+    Returns the response status."""
+    body, ctype = multipart(png_bytes())
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"testserver"), (b"content-type", ctype.encode())],
+             "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+    parts = list(chunks) if chunks else [body]
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        if parts:
+            chunk = parts.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(parts) or then != "end"}
+        if then == "disconnect":
+            return {"type": "http.disconnect"}
+        await asyncio.Event().wait()   # a client that never sends the rest
+        raise AssertionError("unreachable")
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def run() -> int:
+        await app(scope, receive, send)
+        return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+    return run
+
+
+def test_client_disconnect_is_one_log_line(caplog):
+    app = web.create_app(model=FakeModel())
+    body, _ = multipart(png_bytes())
+    caplog.set_level(logging.INFO)
+    status = asyncio.run(_asgi_post(app, [body[:100]], then="disconnect")())
+    assert status == 400
+    records = [r for r in caplog.records if "disconnect" in r.getMessage()]
+    assert len(records) == 1 and records[0].name == "osteopano.web.app"
+    assert not any(r.exc_info for r in caplog.records), "a traceback was logged"
+
+
+def test_a_stalled_body_is_408_and_does_not_hold_a_screening_slot():
+    model = FakeModel()
+    app = web.create_app(model=model, workers=1, queue_size=0, body_timeout_s=1.0)
+    body, _ = multipart(png_bytes())
+
+    async def both() -> tuple[int, int]:
+        stalled = asyncio.ensure_future(_asgi_post(app, [body[:200]], then="stall")())
+        await asyncio.sleep(0.1)
+        real = await _asgi_post(app, [])()          # served while the other is still trickling
+        assert not stalled.done()
+        return real, await stalled
+
+    real, stalled = asyncio.run(both())
+    assert real == 200 and stalled == 408 and model.calls == 1
+
+
+def test_a_small_file_that_inflates_to_a_huge_image_is_refused_before_decoding():
+    buf = io.BytesIO()
+    Image.new("L", (8000, 5000)).save(buf, format="PNG")   # 40 Mpx of zeros: a few tens of kB
+    assert len(buf.getvalue()) < 200_000
+    model = FakeModel()
+    response = client_for(model).post("/api/v1/screen", files={"file": ("bomb.png", buf.getvalue())})
+    assert response.status_code == 413 and "40 megapixels" in response.json()["detail"]
+    assert model.calls == 0
+
+
+def test_the_server_pixel_budget_bounds_images_in_flight():
+    gate = threading.Event()
+    model = FakeModel(gate=gate)
+    # each 96 x 48 upload is 4608 px: two fit in a 10000 px budget, the third must wait (503)
+    client = client_for(model, workers=3, queue_size=0, pixel_budget_megapixels=0.01, max_megapixels=0.01)
+    results: list = []
+    workers = [threading.Thread(target=lambda: results.append(
+        client.post("/api/v1/screen", files={"file": ("a.png", png_bytes())}))) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        deadline = time.monotonic() + 10
+        while client.get("/healthz").json()["in_flight"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        third = client.post("/api/v1/screen", files={"file": ("c.png", png_bytes())})
+        assert third.status_code == 503 and int(third.headers["Retry-After"]) > 0
+    finally:
+        gate.set()
+        for w in workers:
+            w.join(10)
+    assert [r.status_code for r in results] == [200, 200]
+    assert client.post("/api/v1/screen", files={"file": ("d.png", png_bytes())}).status_code == 200
+
+
+class FailingMeasureModel(FakeModel):
+    """A model whose score comes back while the cortex measurement failed."""
+
+    measures = True
+
+    def predict(self, image, heatmap: bool = False, pixel_spacing_mm=None, covariates=None) -> ScreeningResult:
+        return super().predict(image, heatmap).replace(error="cortex measurement failed: border not found")
+
+
+def test_model_score_with_a_failed_measurement():
+    client = client_for(FailingMeasureModel())
+    page = client.post("/screen", files={"file": ("a.png", png_bytes())})
+    assert page.status_code == 200 and 'id="probability"' in page.text
+    assert 'id="mcw-failed"' in page.text and "border not found" in page.text
+    response = client.post("/api/v1/measure", files={"file": ("a.png", png_bytes())})
+    assert response.status_code == 422 and "border not found" in response.json()["detail"]
+
+
+def test_measurement_mode_keeps_patient_data_out_of_logs(measure_client, phantom_files, tmp_path, caplog):
+    pixels = np.asarray(read_image(phantom_files[0]).pixels * 65535, dtype=np.uint16)
+    dcm = tmp_path / "Janet_Doe_1950.dcm"
+    write_dicom(dcm, pixels, 0.3, patient_id=PATIENT_ID, PatientName=PATIENT_NAME)
+    caplog.set_level(logging.DEBUG)
+    response = measure_client.post("/api/v1/measure", files={"file": (dcm.name, dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    assert PATIENT_ID not in response.text and "Doe^Janet" not in response.text
+    assert any(r.name == "osteopano.web.app" for r in caplog.records), "the app logged nothing to check"
+    for secret in (PATIENT_ID, "Doe", "Janet", dcm.name, "1950"):
+        assert secret not in caplog.text
+
+
+def test_page_and_reports_are_built_without_temporary_files(monkeypatch, measure_client, phantom_files):
+    import tempfile
+
+    import weasyprint  # noqa: F401 - loading its C libraries (ctypes.util.find_library) uses a temporary file
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a temporary file was made while screening")
+
+    for name in ("mkstemp", "mkdtemp", "NamedTemporaryFile", "TemporaryFile", "SpooledTemporaryFile",
+                 "TemporaryDirectory"):
+        monkeypatch.setattr(tempfile, name, refuse)
+    dcm, _ = phantom_files
+    response = measure_client.post("/screen", files={"file": ("opg.dcm", dcm.read_bytes())})
+    assert response.status_code == 200, response.text
+    pdf = re.search(r'href="(/report/[^"]+/pdf)"', response.text).group(1)
+    assert measure_client.get(pdf).content.startswith(b"%PDF")
+
+
+def test_serve_without_a_model_runs_measurement_mode(monkeypatch, capsys, tmp_path):
+    import uvicorn
+    from screen_support import run_cli
+
+    served: dict = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    code, _, err = run_cli(monkeypatch, capsys, "serve", "--port", "8123", "--threshold-mm", "2.5",
+                           "--allowed-host", "opg.lan", "--keep-uploads", str(tmp_path / "kept"))
+    assert code == 0, err
+    assert "measurement mode" in err and served["port"] == 8123
+    service = served["app"].state.service
+    assert not service.has_model and service.measures and service.model.threshold_mm == 2.5
+    client = TestClient(served["app"], base_url="http://opg.lan")
+    assert "2.5&nbsp;mm" in client.get("/").text
+    assert stat.S_IMODE((tmp_path / "kept").stat().st_mode) == 0o700
+    code, _, err = run_cli(monkeypatch, capsys, "serve", str(tmp_path / "no-such-run"))
+    assert code != 0 and "model not found" in err and "Traceback" not in err
+
+
+def test_dicom_upload_offers_the_sr_and_the_overlay_in_the_source_study(measure_client, phantom_files):
+    import pydicom
+
+    dcm, png = phantom_files
+    source = pydicom.dcmread(dcm)
+    html = measure_client.post("/screen", files={"file": ("opg.dcm", dcm.read_bytes())}).text
+    links = {fmt: url for url, fmt in re.findall(r'href="(/report/[^"]+/(sr|sc|html|pdf))"', html)}
+    assert {"sr", "sc"} <= set(links)
+    downloads = {}
+    for fmt in ("sr", "sc"):
+        response = measure_client.get(links[fmt])
+        assert response.status_code == 200 and response.headers["content-type"] == "application/dicom"
+        downloads[fmt] = pydicom.dcmread(io.BytesIO(response.content))
+    sr, sc = downloads["sr"], downloads["sc"]
+    assert sr.Modality == "SR" and sr.StudyInstanceUID == sc.StudyInstanceUID == source.StudyInstanceUID
+    assert sr.SeriesInstanceUID != source.SeriesInstanceUID
+    assert source.SOPInstanceUID in str(sr)   # the SR references the measured image
+    assert (sc.Rows, sc.Columns) == (source.Rows, source.Columns) and sc.SamplesPerPixel == 3
+    # a PNG has no study to join: no DICOM outputs
+    assert "/sr" not in measure_client.post("/screen", files={"file": ("opg.png", png.read_bytes())}).text

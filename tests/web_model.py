@@ -18,7 +18,7 @@ def build_small_model(base: Path) -> tuple[Path, Path, Path]:
         return run, onnx_file, data
     runner = CliRunner()
     for args in (
-        ["synth", str(data), "--n", "12", "--seed", "1", "--width", "320", "--workers", "1"],
+        ["synth", str(data), "--n", "12", "--seed", "1", "--width", "800", "--workers", "1"],
         ["train", str(data), "--out", str(run), "--weights", "none", "--epochs", "1", "--image-size", "64",
          "--batch-size", "4", "--workers", "1", "--seed", "0"],
     ):

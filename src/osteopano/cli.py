@@ -39,10 +39,13 @@ def _root(
 
 
 # Order is the order shown by --help.
-COMMANDS = ["synth", "inspect", "train", "evaluate", "measure", "predict", "export", "serve"]
+COMMANDS = ["synth", "inspect", "train", "evaluate", "measure", "predict", "export", "serve", "pacs"]
 
 for _name in COMMANDS:
     _module = importlib.import_module(f"osteopano.commands.{_name}")
+    if isinstance(_module.command, typer.Typer):  # a command group (``osteopano pacs pull|listen``)
+        app.add_typer(_module.command, name=_name)
+        continue
     _doc = " ".join((_module.command.__doc__ or "").split("\n\n")[0].split())
     app.command(_name, short_help=_doc.split(". ")[0].rstrip(".") + ".")(_module.command)
 

@@ -19,8 +19,7 @@ def command(
                                   "A number, or 'youden'/'sens:0.9' chosen on THIS data (optimistic)."),
     workers: int = typer.Option(2, min=1, help="Threads decoding and preprocessing images."),
     pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
-                                               help="ROI runs: pixel spacing in mm for images with no manifest "
-                                               "pixel_spacing_mm value (else the file's)."),
+                                               help="ROI runs: pixel spacing in mm for every image (the spacing rule: README, Pixel spacing)."),
 ) -> None:
     """Predict every labelled image of DATA with RUN's model and write metrics.json (AUC, sensitivity,
     specificity with 95% CIs), confusion.png, roc.png and calibration.png. Unreadable files are listed

@@ -20,14 +20,21 @@ def command(
     as_json: bool = typer.Option(
         False, "--json", help="Print the full report as JSON on stdout (nothing else)."
     ),
+    allow_duplicates: bool = typer.Option(
+        False, "--allow-duplicates", help="Record identical images under different patients or labels, "
+        "repeated or conflicting rows in the report instead of refusing the data set."
+    ),
+    no_gate: bool = typer.Option(False, "--no-gate", help="Do not run the radiograph gate on the images."),
 ) -> None:
     """Check a data set: class counts, patients, image sizes and spacing, unreadable files,
     exact duplicates and patients with conflicting labels.
 
     Exits 0 when at least one readable, labelled image exists; otherwise exits 2.
     """
-    ds = discover(data)
-    report = inspect_dataset(ds, progress=not as_json)
+    from osteopano.prepare.gate import check_radiograph
+
+    ds = discover(data, allow_duplicates=allow_duplicates)
+    report = inspect_dataset(ds, progress=not as_json, gate=None if no_gate else check_radiograph)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:

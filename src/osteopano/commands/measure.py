@@ -12,7 +12,7 @@ def command(
     inputs: list[Path] = typer.Argument(..., help="Image files or folders (searched recursively)."),
     pixel_spacing: float | None = typer.Option(
         None, "--pixel-spacing", min=0.001, max=5.0,
-        help="Pixel spacing in mm for every image; overrides a manifest.csv and the file's own spacing."),
+        help="Pixel spacing in mm for every image (the spacing rule: README, Pixel spacing)."),
     out: Path | None = typer.Option(None, "--out", help="Append one row per image to FILE.csv or FILE.jsonl as "
                                     "it is done (jsonl adds the traced border and endosteal margin polylines)."),
     overlays: Path | None = typer.Option(None, "--overlays", help="Write an overlay PNG per image into DIR."),
@@ -20,6 +20,9 @@ def command(
     threshold_mm: float = typer.Option(3.0, "--threshold-mm", min=0.1, help="MCW below this is flagged (mm)."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out, measure the images not "
                                 "in it yet and again those whose row had an error."),
+    frame: int | None = typer.Option(None, "--frame", min=0, help="The frame (0-based) to screen in "
+                                     "multi-frame DICOM, multi-page TIFF or animated PNG files, which are refused "
+                                     "without it."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Research use: measure images the radiograph gate "
                                  "would refuse (recorded as gate=off)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images read and measured together."),
@@ -42,7 +45,7 @@ def command(
     if not plan.todo:
         console.print(f"All {plan.found} images are already in {out}; nothing to do.", soft_wrap=True, markup=False)
         return
-    screener = Screener(None, measure=True, threshold_mm=threshold_mm, gate=not no_gate)
+    screener = Screener(None, measure=True, threshold_mm=threshold_mm, gate=not no_gate, frame=frame)
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
                         pixel_spacing_mm=pixel_spacing)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "measuring", console)

@@ -24,13 +24,15 @@ def command(
     threshold: float | None = typer.Option(None, "--threshold", min=0.0, max=1.0,
                                            help="Decision threshold instead of the model's own."),
     pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
-                                               help="Pixel spacing in mm for every image; overrides a manifest.csv "
-                                               "beside the images and the file's own (docs: the spacing rule)."),
+                                               help="Pixel spacing in mm for every image (the spacing rule: README, Pixel spacing)."),
     measure: bool = typer.Option(False, "--measure", help="Add the mandibular cortical width columns "
                                  "(osteopano.cortex.measure) to each row."),
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out, screen the images not in it "
                                 "yet and again those whose row had an error."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images read and predicted together."),
+    frame: int | None = typer.Option(None, "--frame", min=0, help="The frame (0-based) to screen in "
+                                     "multi-frame DICOM, multi-page TIFF or animated PNG files, which are refused "
+                                     "without it."),
     no_gate: bool = typer.Option(False, "--no-gate", help="Research use: score images the radiograph gate "
                                  "would refuse (recorded as gate=off in every row)."),
     age: float | None = typer.Option(None, "--age", min=0.0, max=130.0, help="Patient age in years, for models "
@@ -71,7 +73,7 @@ def command(
     if not plan.todo:
         console.print(f"All {plan.found} images are already in {out}; nothing to do.", soft_wrap=True, markup=False)
         return
-    screener = load(model, engine=engine, threshold=threshold, measure=measure, gate=not no_gate)
+    screener = load(model, engine=engine, threshold=threshold, measure=measure, gate=not no_gate, frame=frame)
     if heatmaps is not None and not screener.supports_heatmaps:
         raise DataError(f"--heatmaps: {screener.heatmap_unavailable}")
     covariates = {k: v for k, v in (("age", age), ("sex", sex)) if v is not None}

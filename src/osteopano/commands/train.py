@@ -33,6 +33,9 @@ def command(
                                    "(preset: 224)."),
     threshold: str = typer.Option(None, help="Decision threshold, chosen on the validation split: a number, "
                                   "'youden' or 'sens:0.9' (preset: 0.5)."),
+    allow_duplicates: bool = typer.Option(False, "--allow-duplicates", help="Train although identical images "
+                                          "appear under different patients or labels (recorded in config.json "
+                                          "and the data set's problems); by default the data set is refused."),
     threads: int = typer.Option(0, min=0, help="Torch threads (0: the machine's cores, at most 8); recorded "
                                 "in config.json, since results depend on it."),
     precision: str = typer.Option("auto", help="auto | bf16 | fp32 (auto = bf16 autocast where the CPU has "
@@ -43,8 +46,7 @@ def command(
                                    "study); roi = both inferior-cortex crops (25 x 12 mm at 8 px/mm, located by "
                                    "osteopano.cortex.measure), which needs each image's pixel spacing."),
     pixel_spacing: float | None = typer.Option(None, "--pixel-spacing", min=0.001, max=5.0,
-                                               help="--input roi: pixel spacing in mm for images with no manifest "
-                                               "pixel_spacing_mm value (else the file's)."),
+                                               help="--input roi: pixel spacing in mm for every image (the spacing rule: README, Pixel spacing)."),
     covariates: str = typer.Option("", "--covariates", help="Clinical inputs joined to the image features in "
                                    "the head, from the manifest: age,sex (standardised age, sex one-hot). "
                                    "Samples missing one are left out; prediction then needs --age/--sex."),
@@ -82,7 +84,7 @@ def command(
         label_map=parse_label_map(label_map), positive=positive, seed=seed, backbone=backbone, weights=weights,
         image_size=image_size, input_mode=input_mode, pixel_spacing_mm=pixel_spacing,
         covariates=parse_covariates(covariates), epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-        precision=precision, threshold_rule=threshold, threads=threads)
+        precision=precision, threshold_rule=threshold, threads=threads, allow_duplicates=allow_duplicates)
     _run(lambda: train_run(cfg, out, workers=workers, console=console), out, console)
 
 

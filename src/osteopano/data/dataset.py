@@ -12,6 +12,14 @@ Three layouts are accepted (``discover``):
 Hidden files and folders (name starting with '.') are ignored. ``inspect_dataset`` reads every
 image and reports counts, sizes, unreadable files, exact duplicates and patients whose images
 carry different labels - the report behind ``osteopano inspect``.
+
+``discover`` also refuses (``DataError``, one line) a data set that would train wrongly
+(``find_problems``): manifest paths outside the data folder, a file listed on several rows,
+byte-identical images with different labels, in different manifest splits, or - without a split
+column - under different patient IDs (the random split could put them on both sides of the
+train/test line). ``allow_duplicates=True`` (``--allow-duplicates``) records them in
+``Dataset.problems`` instead. A filled numeric column (age, tscore, mcw_*_mm) that is not a number
+is always refused, naming the line: leave the cell empty when the value is unknown.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +50,7 @@ MANIFEST_COLUMNS = (
     "split",
 )
 REQUIRED_COLUMNS = ("path", "label")
+NUMERIC_COLUMNS = ("age", "tscore", "mcw_left_mm", "mcw_right_mm")  # must be numbers when filled
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"  # optional sidecar describing the data set's provenance
 
@@ -80,6 +90,8 @@ class Dataset:
     manifest: Path | None = None
     skipped: list[Path] = field(default_factory=list)  # files that are not images by extension
     info: dict = field(default_factory=dict)  # the optional dataset.json sidecar (e.g. {"synthetic": true})
+    problems: list[dict[str, Any]] = field(default_factory=list)  # find_problems, kept with allow_duplicates
+    lines: list[int] = field(default_factory=list)  # manifest line of each sample (manifests only)
 
     @property
     def synthetic(self) -> bool | None:
@@ -107,8 +119,12 @@ class Dataset:
         return digest.hexdigest()
 
 
-def discover(data: str | Path) -> Dataset:
-    """Find the samples of a class-folder tree, a CSV manifest, or a folder holding manifest.csv."""
+def discover(data: str | Path, *, allow_duplicates: bool = False, check: bool = True) -> Dataset:
+    """Find the samples of a class-folder tree, a CSV manifest, or a folder holding manifest.csv.
+
+    With ``check`` (default) ``find_problems`` runs (it hashes every file) and any problem is a
+    ``DataError`` unless ``allow_duplicates``, which keeps them in ``Dataset.problems``.
+    """
     data = Path(data).expanduser()
     if not data.exists():
         raise DataError(f"{data}: no such file or folder")
@@ -121,7 +137,88 @@ def discover(data: str | Path) -> Dataset:
     else:
         ds = _from_folder(data)
     ds.info = _read_info(ds.manifest.parent if ds.manifest is not None else ds.root)
+    if check:
+        ds.problems = find_problems(ds)
+        if ds.problems and not allow_duplicates:
+            raise DataError(problems_message(ds))
     return ds
+
+
+def problems_message(ds: Dataset) -> str:
+    """One line: where, how many problems, the first two, and how to go on."""
+    source = ds.manifest or ds.root
+    shown = "; ".join(p["message"] for p in ds.problems[:2])
+    more = f" (and {len(ds.problems) - 2} more)" if len(ds.problems) > 2 else ""
+    return (f"{source}: {len(ds.problems)} data problem(s): {shown}{more}; fix the data, or pass "
+            "--allow-duplicates to record them and go on")
+
+
+def find_problems(ds: Dataset) -> list[dict[str, Any]]:
+    """What would make training on ``ds`` wrong; each {'kind', 'message', 'paths'}.
+
+    Kinds: ``outside`` (a path outside the data folder), ``repeated_row`` / ``conflicting_rows``
+    (one file on several rows, with identical / different values), and for byte-identical files
+    ``conflicting_labels``, ``duplicate_across_splits`` (manifest split column) or
+    ``duplicate_other_patient`` (no split column: a random split may separate them).
+    """
+    problems: list[dict[str, Any]] = []
+    rel = [_relative(s.path, ds.root) for s in ds.samples]
+    root = ds.root.resolve()
+    for sample, name in zip(ds.samples, rel):
+        target = sample.path.resolve()
+        if not target.is_relative_to(root):
+            problems.append({"kind": "outside", "paths": [name],
+                             "message": f"{name} is outside the data folder {root}"})
+    by_path: dict[Path, list[int]] = defaultdict(list)
+    for i, sample in enumerate(ds.samples):
+        by_path[sample.path.resolve()].append(i)
+    for indices in by_path.values():
+        if len(indices) < 2:
+            continue
+        where = _where(ds, indices)
+        differing = sorted({k for i in indices for k, v in ds.samples[i].fields.items()
+                            if any(ds.samples[j].fields.get(k, "") != v for j in indices)})
+        if differing:
+            problems.append({"kind": "conflicting_rows", "paths": [rel[indices[0]]],
+                             "message": f"{rel[indices[0]]} is listed {where} with different "
+                             f"{', '.join(differing)}"})
+        else:
+            problems.append({"kind": "repeated_row", "paths": [rel[indices[0]]],
+                             "message": f"{rel[indices[0]]} is listed twice or more ({where})"})
+    has_split = any(s.get("split") for s in ds.samples)
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    for i in sorted(min(indices) for indices in by_path.values()):
+        if ds.samples[i].path.is_file():
+            try:
+                by_hash[_sha256(ds.samples[i].path)].append(i)
+            except OSError:
+                continue
+    for indices in by_hash.values():
+        if len(indices) < 2:
+            continue
+        names = [rel[i] for i in indices]
+        group = [ds.samples[i] for i in indices]
+        labels = sorted({s.label for s in group if s.label is not None})
+        splits = sorted({s.get("split") or "" for s in group})
+        patients = sorted({s.patient_id for s in group})
+        same = f"{' and '.join(names[:3])}{' ...' if len(names) > 3 else ''} are the same image"
+        if len(labels) > 1:
+            problems.append({"kind": "conflicting_labels", "paths": names,
+                             "message": f"{same} with different labels ({', '.join(labels)})"})
+        elif has_split and len(splits) > 1:
+            problems.append({"kind": "duplicate_across_splits", "paths": names,
+                             "message": f"{same} in different splits ({', '.join(splits)}): leakage"})
+        elif not has_split and len(patients) > 1:
+            problems.append({"kind": "duplicate_other_patient", "paths": names,
+                             "message": f"{same} under different patient IDs ({len(patients)}), so a "
+                             "split can put them in both train and test"})
+    return problems
+
+
+def _where(ds: Dataset, indices: list[int]) -> str:
+    if ds.lines:
+        return "on lines " + ", ".join(str(ds.lines[i]) for i in indices)
+    return f"{len(indices)} times"
 
 
 def _read_info(folder: Path) -> dict:
@@ -186,10 +283,17 @@ def _from_manifest(manifest: Path) -> Dataset:
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{manifest}: cannot read the manifest: {exc}") from exc
     samples: list[Sample] = []
+    lines: list[int] = []
     for line, row in enumerate(rows, start=2):
-        fields = {k: (v or "").strip() for k, v in row.items() if k is not None}
+        fields = {k: (v or "").strip() if isinstance(v, str) else "" for k, v in row.items() if k is not None}
         if not fields["path"]:
             raise DataError(f"{manifest} line {line}: empty path")
+        for column in NUMERIC_COLUMNS:
+            value = fields.get(column, "")
+            if value and not _is_number(value):
+                raise DataError(f"{manifest} line {line}: column '{column}' is not a number: {value!r} "
+                                "(leave it empty when unknown)")
+        lines.append(line)
         path = Path(fields["path"]).expanduser()
         path = path if path.is_absolute() else root / path
         samples.append(
@@ -202,7 +306,14 @@ def _from_manifest(manifest: Path) -> Dataset:
         )
     if not samples:
         raise DataError(f"{manifest}: no images found")
-    return Dataset(root=root, kind="manifest", samples=samples, manifest=manifest)
+    return Dataset(root=root, kind="manifest", samples=samples, manifest=manifest, lines=lines)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _sha256(path: Path) -> str:
@@ -226,12 +337,15 @@ def _range(values: list[float]) -> dict[str, float] | None:
 
 
 def inspect_dataset(
-    ds: Dataset, *, read_images: bool = True, progress: bool = False
+    ds: Dataset, *, read_images: bool = True, progress: bool = False, gate: Any = None
 ) -> dict[str, Any]:
     """Check every sample and return the JSON-ready report behind ``osteopano inspect``.
 
     ``read_images`` fully decodes every file (so a truncated PNG is caught); without it only
-    existence and file hashes are checked. ``progress`` shows a Rich progress bar (console use).
+    existence and file hashes are checked. ``gate`` (a checker such as
+    ``osteopano.prepare.gate.check_radiograph``) runs on each decoded image: a refused one is listed in ``unreadable``
+    with the gate's reason (and ``"gate": true``) and is not usable. ``progress`` shows a Rich
+    progress bar (console use).
     """
     widths: list[int] = []
     heights: list[int] = []
@@ -250,6 +364,11 @@ def inspect_dataset(
             by_hash[_sha256(sample.path)].append(rel)
             if read_images:
                 image = read_image(sample.path)
+                if gate is not None:
+                    verdict = gate(image)
+                    if not verdict.passed:
+                        unreadable.append({"path": rel, "reason": str(verdict.reason), "gate": True})
+                        return
                 heights.append(image.pixels.shape[0])
                 widths.append(image.pixels.shape[1])
                 bit_depths[image.bit_depth] += 1
@@ -305,6 +424,7 @@ def inspect_dataset(
         "formats": dict(sorted(formats.items())),
         "unreadable": unreadable,
         "duplicates": sorted(sorted(g) for g in by_hash.values() if len(g) > 1),
+        "problems": ds.problems,
         "mixed_label_patients": mixed,
         "skipped_files": [_relative(p, ds.root) for p in ds.skipped],
         "usable": len(usable),

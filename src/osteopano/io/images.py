@@ -1,11 +1,11 @@
 """Read any supported radiograph file into one grey, [0, 1] ``Radiograph``; write test images.
 
 Supported: PNG, JPEG, BMP, TIFF (8 and 16 bit, grey or RGB) through Pillow and DICOM through
-pydicom. Pillow reads the header (format, size, spacing, orientation); plain grey/RGB PNG and JPEG
-pixels are then decoded by OpenCV (``cv2.imdecode``, native dtype, GIL released, so threads decode
-in parallel) - the same pixel values Pillow gives, in about half the time; everything else is
-decoded by Pillow. ``reduce_to`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 resolution by the JPEG
-library itself (DCT scaling) when the caller only needs that many pixels. The file's content decides how it is read (the DICOM ``DICM`` preamble, then Pillow);
+pydicom. Pillow reads the header (format, size, frames, spacing, orientation); plain grey/RGB PNG and
+JPEG pixels are then decoded by OpenCV (``cv2.imdecode``, native dtype, GIL released, so threads
+decode in parallel) - the same pixel values Pillow gives, faster; everything else is decoded by
+Pillow. ``reduce_to`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 resolution by the JPEG library
+itself (DCT scaling) when the caller needs only that many pixels. The file's content decides how it is read (the DICOM ``DICM`` preamble, then Pillow);
 the extension only matters for files without a preamble named ``.dcm``/``.dicom`` and for the
 error message. Every failure is an ``ImageReadError`` naming the file and the reason, so a batch
 can record it and go on.
@@ -14,8 +14,19 @@ Intensity convention: 0 = black (air), 1 = white (bone). Integer images are scal
 range of their dtype (uint8 / 255, uint16 / 65535) so that values are comparable across files;
 a 16-bit PNG holding 12-bit data therefore stays dark - the preprocessing windows it later.
 DICOM goes through the modality LUT (rescale) and the VOI LUT / window when present, is scaled by
-the range those transforms can produce, and MONOCHROME1 is inverted. Multi-frame DICOM: the
-first frame is used.
+the range those transforms can produce, and MONOCHROME1 is inverted.
+
+Multi-frame DICOM, multi-page TIFF and animated PNG are refused with a message unless ``frame``
+chooses one (0-based); a camera JPEG's MPO preview frames are ignored (the first is the photo).
+
+Integrity: before decoding, ``osteopano.io.integrity`` checks PNG chunk CRCs (image data included)
+and the complete zlib stream, and the JPEG marker structure up to end-of-image, so a damaged or
+truncated file is refused with the reason rather than decoded into garbage; TIFF strips reaching
+past the end of the file are refused too.
+
+Non-square pixels (DICOM PixelSpacing / ImagerPixelSpacing row != column, PNG pHYs or TIFF
+X/Y resolution differing by more than 1 %) are resampled along the columns to square pixels at the
+row spacing, so distances are right in every direction; a ratio beyond 2:1 is refused.
 
 Pixel spacing is only taken from metadata that can describe a detector: DICOM PixelSpacing
 (else ImagerPixelSpacing), a PNG pHYs chunk or TIFF resolution in centimetres, between 0.01 and
@@ -25,6 +36,7 @@ Pixel spacing is only taken from metadata that can describe a detector: DICOM Pi
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +48,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from osteopano.errors import ImageReadError
 from osteopano.io.files import atomic_path
+from osteopano.io.integrity import CorruptImage, check_file, check_tiff_extent
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -47,6 +60,10 @@ _PIL_FORMATS = {"PNG": "png", "JPEG": "jpeg", "MPO": "jpeg", "BMP": "bmp", "TIFF
 # Resolutions that are screen/print DPI settings, not detector spacings.
 _ROUND_DPI = (72, 96, 100, 120, 144, 150, 200, 240, 300, 400, 600, 1200, 2400)
 _SPACING_RANGE_MM = (0.01, 1.0)
+# Row and column spacings within this relative difference count as square pixels; beyond
+# _MAX_PIXEL_ASPECT the file is refused.
+_SQUARE_PIXEL_TOLERANCE = 0.01
+_MAX_PIXEL_ASPECT = 2.0
 # Channels that differ by at most this (in 8-bit steps) are grey with JPEG chroma noise.
 _GREY_TOLERANCE = 2 / 255
 
@@ -68,18 +85,21 @@ class Radiograph:
     source_format: str  # 'png' | 'jpeg' | 'bmp' | 'tiff' | 'dicom' | 'array'
     path: str | None = None
     patient_id: str | None = None  # DICOM PatientID only (never the patient's name)
+    chroma: float = 0.0  # how much the colour varied before conversion to grey (0 = grey; the gate)
 
 
 # ----------------------------------------------------------------------------- public API
 
 
-def read_image(path: str | Path, *, max_pixels: int = 100_000_000, reduce_to: int | None = None) -> Radiograph:
+def read_image(path: str | Path, *, max_pixels: int = 100_000_000, frame: int | None = None,
+               reduce_to: int | None = None) -> Radiograph:
     """Read a PNG/JPEG/BMP/TIFF/DICOM file into a Radiograph; raises ImageReadError.
 
-    Images above ``max_pixels`` are refused from their header, before decoding. ``reduce_to``: the
-    caller needs only this many pixels on each side, so a JPEG may be decoded at 1/2, 1/4 or 1/8 of
-    its size (the largest reduction that keeps both sides >= ``reduce_to``; the pixel spacing is
-    scaled to match); other formats ignore it.
+    Images above ``max_pixels`` are refused from their header, before decoding. ``frame`` picks one
+    frame (0-based) of a multi-frame DICOM / multi-page TIFF / animated PNG, which are refused without it.
+    ``reduce_to``: the caller needs only this many pixels on each side, so a JPEG may be decoded at 1/2,
+    1/4 or 1/8 of its size (the largest reduction keeping both sides >= ``reduce_to``; the pixel spacing
+    is scaled to match); other formats ignore it.
     """
     path = Path(path)
     if not path.exists():
@@ -93,18 +113,19 @@ def read_image(path: str | Path, *, max_pixels: int = 100_000_000, reduce_to: in
         with path.open("rb") as fh:
             head = fh.read(132)
             fh.seek(0)
-            return _read(fh, head, path, path.suffix.lower(), max_pixels, reduce_to)
+            return _read(fh, head, path, path.suffix.lower(), max_pixels, frame, reduce_to)
     except OSError as exc:  # permission denied, I/O error while opening
         raise ImageReadError(path, f"cannot open file: {exc.strerror or exc}") from exc
 
 
 def read_image_bytes(
-    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000, reduce_to: int | None = None
+    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000, frame: int | None = None,
+    reduce_to: int | None = None,
 ) -> Radiograph:
     """Read an image held in memory (a web upload); the type is judged from the content only."""
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
-    return _read(io.BytesIO(data), data[:132], name, "", max_pixels, reduce_to)
+    return _read(io.BytesIO(data), data[:132], name, "", max_pixels, frame, reduce_to)
 
 
 def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Radiograph:
@@ -138,6 +159,7 @@ def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Rad
         bit_depth=bits,
         pixel_spacing_mm=_plausible_spacing(pixel_spacing_mm),
         source_format="array",
+        chroma=_chroma(grey),
     )
 
 
@@ -204,17 +226,25 @@ def write_dicom(
 
 
 def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: int,
-          reduce_to: int | None = None) -> Radiograph:
-    """Decide DICOM or Pillow from the content and decode; wrap every library error."""
+          frame: int | None = None, reduce_to: int | None = None) -> Radiograph:
+    """Check the container, decide DICOM or Pillow from the content and decode; wrap every library error."""
+    if frame is not None and frame < 0:
+        raise ImageReadError(name, f"frame {frame}: frames are numbered from 0")
     try:
         if head[128:132] == b"DICM":
-            return _read_dicom(fh, name, max_pixels, force=False)
+            return _read_dicom(fh, name, max_pixels, force=False, frame=frame)
         try:
-            return _read_pil(fh, name, max_pixels, reduce_to)
+            # a header beyond our limit or Pillow's bomb limit is refused by the decoder from the header
+            limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
+            check_file(fh, head, max_pixels=limit)
+        except CorruptImage as exc:
+            raise ImageReadError(name, exc.reason) from None
+        try:
+            return _read_pil(fh, name, max_pixels, frame, reduce_to)
         except _NotPillowImage:
             if suffix in DICOM_SUFFIXES:  # DICOM written without the 128-byte preamble
                 fh.seek(0)
-                return _read_dicom(fh, name, max_pixels, force=True)
+                return _read_dicom(fh, name, max_pixels, force=True, frame=frame)
             if suffix and suffix not in IMAGE_SUFFIXES:
                 raise ImageReadError(
                     name, f"unsupported file type '{suffix}' (not a PNG/JPEG/BMP/TIFF/DICOM image)"
@@ -242,7 +272,8 @@ def _describe(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- Pillow
 
 
-def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, reduce_to: int | None = None) -> Radiograph:
+def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None = None,
+              reduce_to: int | None = None) -> Radiograph:
     with warnings.catch_warnings():
         # Our own max_pixels limit replaces Pillow's bomb warning; its hard error is caught below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -262,17 +293,21 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, reduce_to: int | 
                     name, f"image is {width}x{height} = {width * height} pixels, above the "
                     f"limit of {max_pixels}"
                 )
-            spacing = _pil_spacing(img)
-            fast = _cv2_decode(fh, img, fmt, reduce_to)
+            _choose_pil_frame(img, fmt, frame, name)
+            if fmt == "tiff":
+                try:
+                    check_tiff_extent(img, fh.seek(0, io.SEEK_END))
+                except CorruptImage as exc:
+                    raise ImageReadError(name, exc.reason) from None
+            fast = _cv2_decode(fh, img, fmt, reduce_to) if not frame else None
             if fast is not None:
-                pixels, factor = fast
-                return Radiograph(
-                    pixels=pixels,
-                    bit_depth=_pil_bit_depth(img),
-                    pixel_spacing_mm=None if spacing is None else spacing * factor,
-                    source_format=fmt,
-                    path=str(name),
-                )
+                pixels, factor, chroma = fast
+                spacing = _pil_spacing(img)
+                if spacing is not None:
+                    pixels, row_mm = _square_pixels(pixels, spacing[0], spacing[1], name)
+                    spacing = None if row_mm is None else row_mm * factor
+                return Radiograph(pixels=pixels, bit_depth=_pil_bit_depth(img), pixel_spacing_mm=spacing,
+                                  source_format=fmt, path=str(name), chroma=chroma)
             # WeasyPrint (the PDF reports) sets this Pillow-wide flag on import, after which a truncated
             # file would decode silently with its missing rows grey: a radiograph must be whole
             ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -282,15 +317,19 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, reduce_to: int | 
                 raise ImageReadError(name, f"image too large to decode safely ({exc})") from exc
             except (OSError, SyntaxError, ValueError, EOFError) as exc:
                 raise ImageReadError(name, f"corrupt or truncated image: {_describe(exc)}") from exc
+            spacing = _pil_spacing(img)
             bits = _pil_bit_depth(img)
             img = ImageOps.exif_transpose(img)
-            pixels = _pil_to_unit(img)
+            pixels, chroma = _pil_to_unit(img)
+            if spacing is not None:
+                pixels, spacing = _square_pixels(pixels, spacing[0], spacing[1], name)
     return Radiograph(
         pixels=pixels,
         bit_depth=bits,
         pixel_spacing_mm=spacing,
         source_format=fmt,
         path=str(name),
+        chroma=chroma,
     )
 
 
@@ -305,14 +344,15 @@ _CV2_REDUCED = {  # (factor, grey?) -> imdecode flag: the JPEG library's own DCT
 
 
 def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
-                reduce_to: int | None) -> tuple[np.ndarray, int] | None:
-    """Plain grey/RGB(A) PNG and JPEG pixels by ``cv2.imdecode`` in their native dtype, as float32 [0, 1]
-    exactly as the Pillow path makes them; None (Pillow decodes) for anything else: other formats and
-    modes, an EXIF rotation, a palette, or a file OpenCV cannot read. Returns (pixels, reduction)."""
+                reduce_to: int | None) -> tuple[np.ndarray, int, float] | None:
+    """Plain grey/RGB(A) single-frame PNG and JPEG pixels by ``cv2.imdecode`` in their native dtype, as
+    float32 [0, 1] exactly as the Pillow path makes them; None (Pillow decodes) for anything else: other
+    formats and modes, several frames, an EXIF rotation, a palette or tRNS, a file OpenCV cannot read.
+    Returns (pixels, reduction factor, chroma)."""
     expected = _CV2_MODES.get(img.mode)
     if fmt not in ("png", "jpeg") or expected is None or (fmt == "jpeg" and img.mode not in ("L", "RGB")):
         return None
-    if "transparency" in img.info:  # a tRNS chunk: Pillow's conversion differs
+    if "transparency" in img.info or (fmt == "png" and int(getattr(img, "n_frames", 1) or 1) > 1):
         return None
     fh.seek(0)
     data = fh.read()
@@ -327,7 +367,7 @@ def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
         if factor > 1:
             flag = _CV2_REDUCED[factor, img.mode == "L"]
     if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
-        # a truncated file goes on to Pillow, which names the problem; OpenCV's own warning would be noise
+        # a damaged file goes on to Pillow, which names the problem; OpenCV's own warning would be noise
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     dtype, channels = expected
@@ -336,10 +376,46 @@ def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
     if factor == 1 and arr.shape[:2] != img.size[::-1]:
         return None
     if img.mode == "I":  # the Pillow path's float64 scaling, for identical rounding
-        return np.clip(arr.astype(np.float64) / 65535.0, 0.0, 1.0).astype(np.float32), factor
+        return np.clip(arr.astype(np.float64) / 65535.0, 0.0, 1.0).astype(np.float32), factor, 0.0
     unit = (arr if arr.ndim == 2 else arr[..., 2::-1]).astype(np.float32)  # BGR(A) -> RGB
     unit /= 65535.0 if dtype == np.uint16 else 255.0  # in place: the same values as Pillow's path
-    return _to_grey(unit), factor
+    return _to_grey(unit), factor, _chroma(unit)
+
+
+def _choose_pil_frame(img: Image.Image, fmt: str, frame: int | None, name: str | Path) -> None:
+    """Seek to ``frame``; refuse a multi-frame file without one. MPO (camera JPEG) previews are ignored."""
+    frames = 1 if fmt == "jpeg" else int(getattr(img, "n_frames", 1) or 1)
+    if frame is None:
+        if frames > 1:
+            kind = {"tiff": "multi-page TIFF", "png": "animated PNG"}.get(fmt, f"multi-frame {fmt.upper()}")
+            raise ImageReadError(name, f"{kind} with {frames} frames: which one to use is ambiguous; "
+                                 f"choose one with --frame (0-{frames - 1})")
+        return
+    if frame >= frames:
+        raise ImageReadError(name, f"frame {frame} requested but the file has {frames} "
+                             f"frame{'s' if frames > 1 else ''} (0-{frames - 1})")
+    if frame:
+        img.seek(frame)
+
+
+def _square_pixels(pixels: np.ndarray, row_mm: float | None, col_mm: float | None,
+                   name: str | Path) -> tuple[np.ndarray, float | None]:
+    """Resample columns so that pixels are square at the row spacing; (pixels, row spacing)."""
+    if row_mm is None or col_mm is None or row_mm <= 0 or col_mm <= 0:
+        return pixels, row_mm
+    ratio = col_mm / row_mm
+    if abs(ratio - 1.0) <= _SQUARE_PIXEL_TOLERANCE:
+        return pixels, row_mm
+    if not 1 / _MAX_PIXEL_ASPECT <= ratio <= _MAX_PIXEL_ASPECT:
+        raise ImageReadError(name, f"non-square pixels {row_mm:g} x {col_mm:g} mm (row x column): a ratio "
+                             f"beyond {_MAX_PIXEL_ASPECT:g}:1 is not a radiograph detector's")
+    import cv2
+
+    height, width = pixels.shape[:2]
+    new_width = max(1, int(round(width * ratio)))
+    interpolation = cv2.INTER_AREA if new_width < width else cv2.INTER_LINEAR
+    resized = cv2.resize(pixels, (new_width, height), interpolation=interpolation)
+    return np.clip(resized, 0.0, 1.0).astype(np.float32), row_mm
 
 
 def _pil_bit_depth(img: Image.Image) -> int:
@@ -357,8 +433,8 @@ def _pil_bit_depth(img: Image.Image) -> int:
     return 8
 
 
-def _pil_to_unit(img: Image.Image) -> np.ndarray:
-    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range."""
+def _pil_to_unit(img: Image.Image) -> tuple[np.ndarray, float]:
+    """Pixels as float32 (H, W) in [0, 1], scaled by the dtype's full range, and their chroma."""
     mode = img.mode
     if mode in ("1", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         img = img.convert("RGBA" if "A" in mode or "transparency" in img.info else "RGB")
@@ -368,17 +444,38 @@ def _pil_to_unit(img: Image.Image) -> np.ndarray:
         mode = "L"
     arr = np.asarray(img)
     if mode.startswith("I;16"):
-        return (arr.astype(np.float32) / 65535.0).astype(np.float32)
+        return (arr.astype(np.float32) / 65535.0).astype(np.float32), 0.0
     if mode == "I":
         arr = arr.astype(np.float64)
         scale = 65535.0 if arr.max(initial=0) <= 65535 else float(2**32 - 1)
-        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32)
+        return np.clip(arr / scale, 0.0, 1.0).astype(np.float32), 0.0
     if mode == "F":
-        return from_array(arr).pixels
+        return from_array(arr).pixels, 0.0
     grey = arr.astype(np.float32) / 255.0
     if grey.ndim == 3:
         grey = grey[..., :3]
-    return _to_grey(grey)
+    return _to_grey(grey), _chroma(grey)
+
+
+def chroma_spread(rgb: np.ndarray) -> float:
+    """How much the hue varies across an (H, W, 3) [0, 1] image: the standard deviation of the
+    chromaticities r = R/(R+G+B) and g = G/(R+G+B) over pixels that are not dark. A grey image
+    and a uniformly tinted one (sepia, a film photographed on a lightbox) score about 0."""
+    step = max(1, int(math.sqrt(rgb.shape[0] * rgb.shape[1] / 65536)))
+    s = np.asarray(rgb[::step, ::step, :3], np.float32).reshape(-1, 3)
+    total = s.sum(axis=1)
+    s, total = s[total > 0.3], total[total > 0.3]
+    if len(total) < 16:
+        return 0.0
+    r, g = s[:, 0] / total, s[:, 1] / total
+    return float(math.hypot(float(r.std()), float(g.std())))
+
+
+def _chroma(arr: np.ndarray) -> float:
+    """Colour variation of an (H, W, 3) [0, 1] array (``osteopano.prepare.gate.chroma_spread``); 0 for grey."""
+    if arr.ndim != 3:
+        return 0.0
+    return chroma_spread(arr)
 
 
 def _to_grey(arr: np.ndarray) -> np.ndarray:
@@ -394,24 +491,34 @@ def _to_grey(arr: np.ndarray) -> np.ndarray:
     return np.clip(grey, 0.0, 1.0).astype(np.float32)
 
 
-def _pil_spacing(img: Image.Image) -> float | None:
-    """Row spacing from PNG pHYs (per metre, not a round DPI) or TIFF resolution in cm."""
+def _pil_spacing(img: Image.Image) -> tuple[float, float | None] | None:
+    """(row, column) spacing from PNG pHYs (per metre, not a round DPI) or TIFF resolution in cm.
+
+    None when the row spacing is unknown; the column spacing is None when it is not plausible."""
     if img.format == "PNG":
         dpi = img.info.get("dpi")  # Pillow sets it only for a per-metre pHYs chunk
         if not dpi:
             return None
-        per_metre = round(float(dpi[1]) / 0.0254)
-        if any(per_metre == int(d / 0.0254 + 0.5) for d in _ROUND_DPI):
-            return None
-        return _plausible_spacing(1000.0 / per_metre if per_metre > 0 else None)
+
+        def from_dpi(value: float) -> float | None:
+            per_metre = round(float(value) / 0.0254)
+            if per_metre <= 0 or any(per_metre == int(d / 0.0254 + 0.5) for d in _ROUND_DPI):
+                return None
+            return _plausible_spacing(1000.0 / per_metre)
+
+        row = from_dpi(dpi[1])
+        return None if row is None else (row, from_dpi(dpi[0]))
     if img.format == "TIFF":
         tags = img.tag_v2
         if tags.get(296) != 3:  # ResolutionUnit: 3 = centimetre; inch or none is not a detector
             return None
-        y_res = tags.get(283)  # YResolution, pixels per centimetre
-        if not y_res or float(y_res) <= 0:
-            return None
-        return _plausible_spacing(10.0 / float(y_res))
+
+        def from_res(tag: int) -> float | None:
+            res = tags.get(tag)  # pixels per centimetre
+            return _plausible_spacing(10.0 / float(res)) if res and float(res) > 0 else None
+
+        row = from_res(283)  # YResolution
+        return None if row is None else (row, from_res(282))  # XResolution
     return None
 
 
@@ -426,7 +533,8 @@ def _plausible_spacing(value: float | None) -> float | None:
 # ----------------------------------------------------------------------------- DICOM
 
 
-def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool) -> Radiograph:
+def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool,
+                frame: int | None = None) -> Radiograph:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -446,24 +554,35 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool)
         raise ImageReadError(
             name, f"image is {cols}x{rows} = {rows * cols} pixels, above the limit of {max_pixels}"
         )
+    frames = _dicom_frames(ds)
+    if frame is None and frames > 1:
+        raise ImageReadError(name, f"multi-frame DICOM with {frames} frames: which one to use is "
+                             f"ambiguous; choose one with --frame (0-{frames - 1})")
+    if frame is not None and frame >= frames:
+        raise ImageReadError(name, f"frame {frame} requested but the file has {frames} "
+                             f"frame{'s' if frames > 1 else ''} (0-{frames - 1})")
     arr = _dicom_pixels(ds, name)
-    if int(ds.get("NumberOfFrames", 1) or 1) > 1:
-        arr = arr[0]  # multi-frame: the first frame
+    if frames > 1:
+        arr = arr[frame]
+    row_mm, col_mm = _dicom_spacings(ds)
     if arr.ndim == 3:  # colour DICOM (pydicom converts YBR to RGB)
         bits = int(ds.get("BitsStored", 8))
+        rgb = arr.astype(np.float32) / float(2**bits - 1)
+        pixels, spacing = _square_pixels(_to_grey(rgb), row_mm, col_mm, name)
         return Radiograph(
-            pixels=_to_grey(arr.astype(np.float32) / float(2**bits - 1)),
+            pixels=pixels,
+            chroma=_chroma(rgb),
             bit_depth=bits,
-            pixel_spacing_mm=_dicom_spacing(ds),
+            pixel_spacing_mm=spacing,
             source_format="dicom",
             path=str(name),
             patient_id=_patient_id(ds),
         )
-    unit = _dicom_to_unit(ds, arr)
+    unit, spacing = _square_pixels(_dicom_to_unit(ds, arr), row_mm, col_mm, name)
     return Radiograph(
         pixels=unit,
         bit_depth=int(ds.get("BitsStored", 16)),
-        pixel_spacing_mm=_dicom_spacing(ds),
+        pixel_spacing_mm=spacing,
         source_format="dicom",
         path=str(name),
         patient_id=_patient_id(ds),
@@ -559,15 +678,28 @@ def _modality_range(ds: Any) -> tuple[float, float]:
     return float(ends[0]), float(ends[1])
 
 
-def _dicom_spacing(ds: Any) -> float | None:
+def _dicom_frames(ds: Any) -> int:
+    try:
+        return max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _dicom_spacings(ds: Any) -> tuple[float | None, float | None]:
+    """(row, column) spacing in mm from PixelSpacing, else ImagerPixelSpacing; (None, None) if unknown."""
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = ds.get(keyword)
         if value:
             try:
-                return _plausible_spacing(float(value[0]))  # row spacing
+                row = _plausible_spacing(float(value[0]))
             except (TypeError, ValueError, IndexError):
                 continue
-    return None
+            try:
+                col = _plausible_spacing(float(value[1])) if len(value) > 1 else row
+            except (TypeError, ValueError):
+                col = None
+            return row, col
+    return None, None
 
 
 def _patient_id(ds: Any) -> str | None:

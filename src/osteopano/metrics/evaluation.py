@@ -157,20 +157,24 @@ def _auc_by_ranks(y: np.ndarray, scores: np.ndarray) -> np.ndarray:
 def bootstrap_auc_ci(
     y_true: Any, prob: Any, *, seed: int = 0, n_boot: int = 2000, confidence: float = CONFIDENCE
 ) -> list[float] | None:
-    """Percentile CI of the AUC from a stratified bootstrap (positives and negatives resampled
-    separately, so each replicate keeps both classes). None when only one class is present."""
+    """Percentile CI of the AUC from a stratified bootstrap: ``scipy.stats.bootstrap`` with the positives'
+    and the negatives' scores as two independent samples (each resampled separately, so every
+    replicate keeps both classes). None when only one class is present."""
+    from scipy.stats import bootstrap
+
     y, p = _check_inputs(y_true, prob)
     pos, neg = p[y == 1], p[y == 0]
-    if len(pos) == 0 or len(neg) == 0 or n_boot < 1:
+    if len(pos) < 2 or len(neg) < 2 or n_boot < 1:  # a class of one cannot be resampled meaningfully
         return None
-    rng = np.random.default_rng(seed)
-    samples = np.concatenate(
-        [rng.choice(pos, size=(n_boot, len(pos))), rng.choice(neg, size=(n_boot, len(neg)))], axis=1
-    )
-    labels = np.concatenate([np.ones(len(pos), dtype=int), np.zeros(len(neg), dtype=int)])
-    aucs = _auc_by_ranks(np.broadcast_to(labels, samples.shape), samples)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(aucs, [alpha, 1 - alpha])
+
+    def auc(pos_b: np.ndarray, neg_b: np.ndarray, axis: int = -1) -> np.ndarray:
+        scores = np.concatenate([pos_b, neg_b], axis=axis)
+        labels = np.concatenate([np.ones(pos_b.shape[axis], int), np.zeros(neg_b.shape[axis], int)])
+        return _auc_by_ranks(np.broadcast_to(labels, scores.shape), scores)
+
+    res = bootstrap((pos, neg), auc, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                    paired=False, vectorized=True, random_state=np.random.default_rng(seed))
+    lo, hi = res.confidence_interval
     return [float(lo), float(hi)]
 
 
@@ -356,8 +360,8 @@ def _roc_figure(
     else:
         fpr, tpr, _ = roc_curve(y, p)
         ci = auc["ci"]
-        ax.plot(fpr, tpr, lw=2, color="C0",
-                label=f"AUC {auc['value']:.3f} (95% CI {ci[0]:.3f}–{ci[1]:.3f})")
+        interval = f" (95% CI {ci[0]:.3f}–{ci[1]:.3f})" if ci else ""
+        ax.plot(fpr, tpr, lw=2, color="C0", label=f"AUC {auc['value']:.3f}{interval}")
         pred = p >= threshold
         sens = (pred & (y == 1)).sum() / (y == 1).sum()
         spec = (~pred & (y == 0)).sum() / (y == 0).sum()

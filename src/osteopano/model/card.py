@@ -65,6 +65,8 @@ class CardView:
     trained: str | None
     version: str | None
     input_mode: str
+    backbone: str | None
+    classes: tuple[str, ...]
 
     @classmethod
     def of(cls, card: dict[str, Any] | None) -> CardView:
@@ -79,8 +81,9 @@ class CardView:
                    n_images=data.get("n_images"), threshold=None if value is None else float(value),
                    threshold_rule=thr.get("rule"),
                    threshold_description=thr.get("description") or thr.get("how_chosen"),
-                   metrics=metrics, trained=card.get("trained"), version=card.get("osteopano_version"),
-                   input_mode=inp.get("mode", "whole"))
+                   metrics=metrics, trained=card.get("trained") or card.get("created"),
+                   version=card.get("osteopano_version") or card.get("version"), input_mode=inp.get("mode", "whole"),
+                   backbone=card.get("backbone"), classes=tuple(map(str, card.get("classes") or ())))
 
 
 def _data_description(cfg: RunConfig, synthetic: bool | None, n_images: int | None) -> str:

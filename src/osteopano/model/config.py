@@ -57,6 +57,7 @@ class RunConfig:
     data_fingerprint: str = ""           # Dataset.fingerprint() when training started
     data_synthetic: bool | None = None   # from the data set's dataset.json: True for osteopano synth output
     label_column: str = "label"
+    allow_duplicates: bool = False       # --allow-duplicates: record (not refuse) duplicate images across patients
     label_map: dict[str, str] = field(default_factory=dict)   # raw value -> class ('' = identity)
     positive: str = "osteoporosis"
     # split

@@ -72,18 +72,6 @@ def _lite0_imagenet_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return mapped
 
 
-def imagenet_model(backbone: str = DEFAULT_BACKBONE) -> nn.Module:
-    """The complete ImageNet classifier (1000 classes, eval mode) for ``backbone``."""
-
-    name = timm_name(backbone)
-    if name == ALIASES[DEFAULT_BACKBONE]:
-        model = timm.create_model(name, pretrained=False)
-        model.load_state_dict(_lite0_imagenet_state_dict(model), strict=True)
-    else:
-        model = _timm_pretrained(name, backbone, num_classes=1000)
-    return model.eval()
-
-
 def _timm_pretrained(name: str, backbone: str, **kwargs) -> nn.Module:
 
     try:

@@ -35,12 +35,16 @@ import numpy as np
 
 from osteopano import __version__
 from osteopano.io.files import atomic_write_bytes, atomic_write_text
+from osteopano.model.card import CardView
 from osteopano.render.display import display_u8, png_data_uri
-from osteopano.render.texts import (DISCLAIMER, MCW_THRESHOLD_MM, NO_REFER, NOT_SCREENED, REFER, format_width,
-                                    format_probability, plain_language)
+from osteopano.render.texts import (DISCLAIMER, MCW_THRESHOLD_MM, classical_decision_text, decision_text,
+                                    format_probability, format_width, plain_language)
 
 HTML_WIDTH = 1200   # images in the HTML are downscaled to this width (px)
 TEMPLATE = "report.html"
+CORTEX_CAPTION = "Cortical width measurement"
+CORTEX_NOTE = ("Traced lower border of the mandible (cyan), endosteal margin (yellow) and the measured width "
+               "at each site (red). Check the lines before relying on the widths.")
 
 
 # ----------------------------------------------------------------------------- formatting
@@ -67,15 +71,6 @@ def _auc(entry: Any) -> str | None:
     return f"{entry['value']:.2f}" + (f" (95% CI {ci[0]:.2f}\u2013{ci[1]:.2f})" if ci else "")
 
 
-def _first(mapping: dict[str, Any], *keys: str) -> Any:
-    """The first present, non-empty value among ``keys``."""
-    for key in keys:
-        value = mapping.get(key)
-        if value not in (None, "", {}, []):
-            return value
-    return None
-
-
 def _when(value: Any) -> str | None:
     """An ISO timestamp as '2026-11-26 18:22 UTC' (other text unchanged)."""
     if value in (None, ""):
@@ -100,10 +95,8 @@ def report_stem(result: Any) -> str:
 # ----------------------------------------------------------------------------- content
 
 
-def _training_data(card: dict[str, Any]) -> dict[str, Any]:
-    data = card.get("training_data") if isinstance(card.get("training_data"), dict) else {}
-    synthetic = data.get("synthetic")
-    provenance = {True: "synthetic", False: "real"}.get(synthetic, "unknown")
+def _training_data(card: CardView) -> dict[str, Any]:
+    provenance = {True: "synthetic", False: "real"}.get(card.synthetic, "unknown")
     if provenance == "synthetic":
         banner = ("Model trained on a SYNTHETIC PHANTOM: its training images were computer-generated, "
                   "not patients' radiographs. It is not clinically validated, and this result is not "
@@ -116,27 +109,18 @@ def _training_data(card: dict[str, Any]) -> dict[str, Any]:
     summary = {"synthetic": "Synthetic phantom images (computer-generated)",
                "real": "Radiographs",
                "unknown": "Unknown provenance"}[provenance]
-    n_images = data.get("n_images")
-    if n_images:
-        summary += f", {n_images} images"
+    if card.n_images:
+        summary += f", {card.n_images} images"
     return {"provenance": provenance, "banner": banner, "summary": summary,
-            "description": data.get("description") or None}
+            "description": card.data_description or None}
 
 
-def _threshold_rule(card: dict[str, Any], metrics: dict[str, Any]) -> str | None:
-    """How the threshold was chosen, from whichever of the card's layouts is present."""
-    threshold = card.get("threshold")
-    rule_sources = [threshold if isinstance(threshold, dict) else {}, metrics.get("threshold_rule") or {}]
-    for source in rule_sources:
-        if isinstance(source, dict):
-            text = _first(source, "how_chosen", "description")
-            rule = source.get("rule")
-            if text and rule and str(rule) not in str(text):
-                return f"{text} (rule: {rule})"
-            if text or rule:
-                return str(text or rule)
-    rule = card.get("threshold_rule")
-    return str(rule) if rule not in (None, "") else None
+def _threshold_rule(card: CardView) -> str | None:
+    """How the model's threshold was chosen, in words (with the rule when the words do not name it)."""
+    text, rule = card.threshold_description, card.threshold_rule
+    if text and rule and str(rule) not in str(text):
+        return f"{text} (rule: {rule})"
+    return str(text or rule) if (text or rule) else None
 
 
 def _metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
@@ -155,29 +139,22 @@ def _metrics_rows(metrics: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _card_threshold(card: dict[str, Any]) -> float | None:
-    value = card.get("threshold")
-    value = value.get("value") if isinstance(value, dict) else value
-    return float(value) if isinstance(value, (int, float)) else None
-
-
-def _card_rows(card: dict[str, Any], result: Any, threshold: float | None) -> list[tuple[str, str]]:
-    metrics = card.get("test_metrics") if isinstance(card.get("test_metrics"), dict) else {}
-    rule = _threshold_rule(card, metrics)
-    own = _card_threshold(card)
+def _card_rows(card: CardView, result: Any, threshold: float | None) -> list[tuple[str, str]]:
+    rule = _threshold_rule(card)
+    own = card.threshold
     if own is not None and threshold is not None and abs(own - float(threshold)) > 1e-9:
         # the user replaced the model's threshold: the card's rule describes the model's own one
         rule = f"set for this screening; the model's own threshold is {format_probability(own)}" + (
             f" ({rule})" if rule else "")
     rows = [
-        ("Model id", _first({"r": getattr(result, "model_id", None), "c": card.get("model_id")}, "r", "c")),
-        ("Backbone", card.get("backbone")),
-        ("Classes", ", ".join(map(str, card["classes"])) if card.get("classes") else None),
+        ("Model id", getattr(result, "model_id", None) or card.model_id),
+        ("Backbone", card.backbone),
+        ("Classes", ", ".join(card.classes) or None),
         ("Decision threshold", format_probability(threshold) + (f" \u2014 {rule}" if rule else "")
          if threshold is not None else rule),
-        ("Evaluated on", metrics.get("evaluated_on")),
-        ("Model trained", _when(_first(card, "trained", "created"))),
-        ("Trained with osteopano", _first(card, "osteopano_version", "version")),
+        ("Evaluated on", card.metrics.get("evaluated_on")),
+        ("Model trained", _when(card.trained)),
+        ("Trained with osteopano", card.version),
     ]
     return [(k, str(v)) for k, v in rows if v not in (None, "")]
 
@@ -205,23 +182,24 @@ def _mcw_context(m: Any) -> dict[str, Any] | None:
 
 def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
                    heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
-                   *, now: datetime | None = None) -> dict[str, Any]:
+                   *, now: datetime | None = None, cortex_overlay: np.ndarray | None = None) -> dict[str, Any]:
     """Everything the report shows, as display-ready values (shared by the HTML and the PDF).
 
-    Keeps the display images as arrays under ``'grey'`` and ``'overlay'`` (RGB uint8 or None).
+    Keeps the display images as arrays under ``'grey'``, ``'overlay'`` (Grad-CAM) and ``'cortex'`` (the
+    traced border and widths), RGB uint8 or None. Without a model score, a measurement is the screen: the
+    decision and texts are the cortical width's (the classical index) and the model section is empty.
     """
-    card = card if isinstance(card, dict) else {}
+    view = CardView.of(card)
     pixels = np.asarray(getattr(radiograph, "pixels", radiograph), dtype=np.float32)
     error = getattr(result, "error", None)
     prob = getattr(result, "probability", None)
     threshold = getattr(result, "threshold", None)
     if threshold is None:
-        threshold = _card_threshold(card)
+        threshold = view.threshold
     decision = None if error or prob is None else bool(getattr(result, "decision", None))
     spacing = getattr(result, "pixel_spacing_mm", None) or getattr(radiograph, "pixel_spacing_mm", None)
     path = getattr(result, "path", None) or getattr(radiograph, "path", None)
-    metrics = card.get("test_metrics") if isinstance(card.get("test_metrics"), dict) else {}
-    return {
+    ctx = {
         "title": "Osteoporosis screening report",
         "generated": (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
         "image_name": Path(str(path)).name if path else None,
@@ -230,23 +208,32 @@ def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
         "pixel_spacing": f"{spacing:.3g} mm/px" if spacing else None,
         "error": error,
         "decision": decision,
-        "decision_text": NOT_SCREENED if decision is None else (REFER if decision else NO_REFER),
+        "decision_text": decision_text(decision),
         "probability": format_probability(prob),
         "threshold": format_probability(threshold),
         "probability_pct": None if prob is None else round(100 * float(np.clip(prob, 0, 1)), 2),
         "threshold_pct": None if threshold is None else round(100 * float(np.clip(threshold, 0, 1)), 2),
         "texts": plain_language(result, measurement),
-        "training": _training_data(card),
-        "metrics": _metrics_rows(metrics),
-        "card_rows": _card_rows(card, result, threshold),
-        "intended_use": card.get("intended_use"),
+        "training": _training_data(view),
+        "metrics": _metrics_rows(view.metrics),
+        "card_rows": _card_rows(view, result, threshold),
+        "intended_use": view.intended_use,
         "mcw": _mcw_context(measurement),
         "version": __version__,
         "disclaimer": DISCLAIMER,
         "grey": display_u8(pixels),
         "overlay": None if heatmap_overlay is None else np.ascontiguousarray(heatmap_overlay, dtype=np.uint8),
         "heatmap_note": _heatmap_note(getattr(result, "heatmap", None)),
+        "cortex": None if cortex_overlay is None else np.ascontiguousarray(cortex_overlay, dtype=np.uint8),
     }
+    if prob is None and measurement is not None and not error:
+        ctx.update(decision=measurement.decision, decision_text=classical_decision_text(measurement),
+                   error="Screened by the mandibular cortical width only: no model was used, so there is no "
+                         "model score.",
+                   training={"banner": None, "summary": "No model: the classical cortical width measurement only.",
+                             "description": None, "provenance": "none"},
+                   metrics=[], card_rows=[], intended_use=None)
+    return ctx
 
 
 def _heatmap_note(heatmap: np.ndarray | None) -> str:
@@ -272,6 +259,8 @@ def _render_html(ctx: dict[str, Any]) -> str:
     images = [("Radiograph", png_data_uri(ctx["grey"], HTML_WIDTH), "The radiograph as screened.")]
     if ctx["overlay"] is not None:
         images.append(("Where the model looked (Grad-CAM)", png_data_uri(ctx["overlay"], HTML_WIDTH), ctx["heatmap_note"]))
+    if ctx["cortex"] is not None:
+        images.append((CORTEX_CAPTION, png_data_uri(ctx["cortex"], HTML_WIDTH), CORTEX_NOTE))
     return _environment().get_template(TEMPLATE).render(**ctx, images=images)
 
 
@@ -300,22 +289,25 @@ def html_to_pdf(html: str) -> bytes:
 
 
 def build_report(radiograph: Any, result: Any, card: dict[str, Any] | None,
-                 heatmap_overlay: np.ndarray | None = None, measurement: Any = None) -> tuple[str, bytes]:
-    """The report as (HTML text, PDF bytes), in memory; the PDF is rendered from the same HTML."""
-    html = _render_html(report_context(radiograph, result, card, heatmap_overlay, measurement))
+                 heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
+                 cortex_overlay: np.ndarray | None = None) -> tuple[str, bytes]:
+    """The report as (HTML text, PDF bytes), in memory; the PDF is rendered from the same HTML.
+    ``cortex_overlay``: the traced border and widths drawn on the radiograph (RGB), shown when given."""
+    html = _render_html(report_context(radiograph, result, card, heatmap_overlay, measurement,
+                                       cortex_overlay=cortex_overlay))
     return html, html_to_pdf(html)
 
 
 def write_report(out_dir: str | Path, radiograph: Any, result: Any, card: dict[str, Any] | None,
                  heatmap_overlay: np.ndarray | None = None, measurement: Any = None,
-                 stem: str | None = None) -> dict[str, Path]:
+                 stem: str | None = None, cortex_overlay: np.ndarray | None = None) -> dict[str, Path]:
     """Write ``<stem>.html`` and ``<stem>.pdf`` into ``out_dir``, atomically; returns
     ``{'html': path, 'pdf': path}``. ``stem`` defaults to the image's file stem; batch callers pass a
     unique name (``osteopano.io.walk.OutputNames``)."""
     out_dir = Path(out_dir)
     stem = stem or report_stem(result)
     paths = {"html": out_dir / f"{stem}.html", "pdf": out_dir / f"{stem}.pdf"}
-    html, pdf = build_report(radiograph, result, card, heatmap_overlay, measurement)
+    html, pdf = build_report(radiograph, result, card, heatmap_overlay, measurement, cortex_overlay)
     atomic_write_text(paths["html"], html)
     atomic_write_bytes(paths["pdf"], pdf)
     return paths

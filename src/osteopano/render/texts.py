@@ -15,6 +15,9 @@ REFER = "Refer for DXA bone-density assessment"
 NO_REFER = "No referral suggested by this screen"
 NOT_SCREENED = "Not screened: the image could not be analysed"
 MCW_THRESHOLD_MM = 3.0
+OK_CONFIDENCE = 0.6   # as osteopano.cortex.measure: a side below is 'low confidence'
+PLAUSIBLE_MM = (1.0, 8.0)
+NOT_DECIDED = "No decision from the cortical width"
 
 
 def decision_text(decision: bool | None) -> str:
@@ -40,8 +43,11 @@ def format_width(mm: float | None, px: float | None) -> str:
 
 def plain_language(result: Any, measurement: Any = None) -> dict[str, str]:
     """The two plain-language paragraphs: ``'dentist'`` (clinical, with the score and threshold, and
-    the cortical width when measured) and ``'patient'`` (simple words, not alarming, what DXA is)."""
+    the cortical width when measured) and ``'patient'`` (simple words, not alarming, what DXA is).
+    Without a model score, a measurement speaks for itself (``measurement_texts``)."""
     error = getattr(result, "error", None)
+    if getattr(result, "probability", None) is None and measurement is not None and not getattr(result, "gate", None) == "refused":
+        return measurement_texts(measurement)
     if error or getattr(result, "probability", None) is None:
         return {
             "dentist": (f"This image could not be screened ({error or 'no model score'}). "
@@ -98,3 +104,77 @@ def _mcw_sentence(m: Any, refer: bool) -> str:
     if getattr(m, "quality", None) == "low":
         text += " The automatic measurement has low confidence: check it on the image."
     return text
+
+
+# ----------------------------------------------------------------------------- the cortical width alone
+
+
+def side_reasons(side: Any) -> list[str]:
+    """Plain-language reasons why one side's measurement is doubtful (empty when it looks fine)."""
+    if not side.located:
+        return ["the lower border of the mandible was not found on this side"]
+    reasons = []
+    if side.confidence < OK_CONFIDENCE:
+        reasons.append(f"low confidence ({side.confidence:.2f}): check the traced lines on the image")
+    if side.site_method == "fixed_distance":
+        reasons.append("the mental foramen was not found: measured at the usual distance from the midline")
+    if side.mcw_mm is not None and not PLAUSIBLE_MM[0] <= side.mcw_mm <= PLAUSIBLE_MM[1]:
+        reasons.append(f"the width is outside the usual adult range ({PLAUSIBLE_MM[0]:g}-{PLAUSIBLE_MM[1]:g} mm)")
+    return reasons
+
+
+def classical_decision_text(m: Any) -> str:
+    """The classical decision in words: refer when the mean MCW is below the threshold."""
+    if m.quality == "failed":
+        return f"{NOT_DECIDED}: it could not be measured automatically"
+    if m.mcw_mm is None:
+        return f"{NOT_DECIDED}: the pixel spacing is unknown, so the width is in pixels only"
+    limit = f"{m.threshold_mm:g} mm"
+    text = (f"{REFER}: the cortical width ({format_mm(m.mcw_mm)}) is below {limit}" if m.decision
+            else f"{NO_REFER}: the cortical width ({format_mm(m.mcw_mm)}) is at or above {limit}")
+    if m.quality == "low":
+        text += " (low-confidence measurement: check it on the image)"
+    return text
+
+
+def measurement_texts(m: Any) -> dict[str, str]:
+    """The dentist's and the patient's paragraphs when the cortical width is the only screen."""
+    if m.quality == "failed":
+        return {
+            "dentist": ("The mandibular cortical width could not be measured automatically on this image "
+                        f"({'; '.join(m.notes) or 'border not found'}). Measure it by hand or refer on clinical "
+                        "grounds as usual."),
+            "patient": ("The computer program could not measure your dental X-ray this time. This says nothing "
+                        "about your bones; your dentist will tell you what happens next."),
+        }
+    sides = ", ".join(f"{format_width(s.mcw_mm, s.mcw_px)} on the patient's {s.side}" for s in m.sides())
+    dentist = f"The mandibular cortical width below the mental foramen measures {sides}."
+    if m.mcw_mm is None:
+        dentist += (" The pixel spacing of the image is unknown, so the widths are in pixels and the classical "
+                    f"{m.threshold_mm:g} mm threshold cannot be applied: enter the spacing (mm per pixel, e.g. "
+                    "from the device's documentation) with the upload.")
+        patient = ("Your dental X-ray was checked by a computer program that measures the bone at the lower edge "
+                   "of your jaw. It could not give a result in millimetres this time; your dentist will tell "
+                   "you what happens next. This check is not a diagnosis.")
+        return {"dentist": dentist, "patient": patient}
+    dentist += (f" The mean, {format_mm(m.mcw_mm)}, is {'below' if m.decision else 'at or above'} the classical "
+                f"{m.threshold_mm:g} mm threshold; a thinner cortex is a recognised radiographic sign of low bone "
+                "mineral density. ")
+    dentist += ("Suggested action: refer for DXA bone-density assessment, weighed together with the usual clinical "
+                "risk factors." if m.decision else
+                "A width above the threshold does not rule osteoporosis out; refer on clinical grounds when risk "
+                "factors are present.")
+    if m.quality == "low":
+        dentist += " The automatic measurement has low confidence: check the traced lines on the image."
+    if m.decision:
+        patient = ("Your dental X-ray was checked by a computer program that measures the thickness of the bone at "
+                   "the lower edge of your jaw. It was thinner than usual, which can be a sign that bones are less "
+                   "dense, so your dentist may suggest a DXA scan: a quick, painless scan that measures bone "
+                   "density with a very small dose of X-rays. This check is not a diagnosis: only a DXA scan can "
+                   "tell whether you have osteoporosis.")
+    else:
+        patient = ("Your dental X-ray was checked by a computer program that measures the thickness of the bone at "
+                   "the lower edge of your jaw. It was within the usual range. This check is not a diagnosis and "
+                   "cannot rule osteoporosis out. If you are worried about your bones, or have broken a bone in a "
+                   "minor fall, talk to your doctor about a DXA scan.")
+    return {"dentist": dentist, "patient": patient}

@@ -129,17 +129,21 @@ def _finish(screener: Screener, result: ScreeningResult, image: Radiograph | Non
         heat = heatmap_overlay(image.pixels, result.heatmap)
         if outputs.heatmaps is not None:
             item.files["heatmap"] = _write_png(outputs.heatmaps / f"{stem}_gradcam.png", heat)
-    if outputs.overlays is not None and result.measurement is not None:
+    cortex_rgb = None
+    if result.measurement is not None and (outputs.overlays is not None or outputs.report is not None):
+        import cv2
+
         from osteopano.cortex.measure import draw_overlay
 
-        item.files["overlay"] = _write_png(outputs.overlays / f"{stem}_cortex.png",
-                                           draw_overlay(image, result.measurement), bgr=True)
+        cortex_rgb = cv2.cvtColor(draw_overlay(image, result.measurement), cv2.COLOR_BGR2RGB)
+        if outputs.overlays is not None:
+            item.files["overlay"] = _write_png(outputs.overlays / f"{stem}_cortex.png", cortex_rgb)
     if outputs.report is not None and (result.probability is not None or result.measurement is not None):
         from osteopano.render.reports import write_report
 
         try:
             item.files.update(write_report(outputs.report, image, result, screener.card, heat,
-                                           result.measurement, stem=stem))
+                                           result.measurement, stem=stem, cortex_overlay=cortex_rgb))
         except OsteopanoError as exc:
             problems.append(f"report failed: {exc}")
     if problems:
@@ -147,11 +151,11 @@ def _finish(screener: Screener, result: ScreeningResult, image: Radiograph | Non
     return item
 
 
-def _write_png(path: Path, image: np.ndarray, bgr: bool = False) -> Path:
-    """Write a uint8 image (RGB, or OpenCV's BGR with ``bgr``) as PNG, atomically."""
+def _write_png(path: Path, image: np.ndarray) -> Path:
+    """Write a uint8 RGB (or grey) image as PNG, atomically."""
     import cv2
 
-    out = image if bgr or image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2BGR)
+    out = image if image.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(image, np.uint8), cv2.COLOR_RGB2BGR)
     with atomic_path(path) as tmp:
         ok, png = cv2.imencode(".png", out)
         if not ok:

@@ -4,7 +4,7 @@
 it, so every image is decoded once and its cortex measured at most once (an ROI model's crops reuse
 the measurement that ``--measure`` reports). Without a model (``engine=None``) it measures only.
 
-* the pixel spacing follows ``osteopano.prepare.spacing`` (option > manifest > file > unknown);
+* the pixel spacing follows the one rule of ``osteopano.prepare.spacing``;
 * the radiograph gate (``osteopano.prepare.gate``) refuses what is not a panoramic radiograph before
   anything is scored (``gate=False`` for research use; recorded in the result as 'off');
 * an image that cannot be read, is refused, or cannot be prepared becomes a result with ``error`` set
@@ -40,12 +40,13 @@ class Screener:
     """
 
     def __init__(self, engine: Engine | None = None, *, threshold: float | None = None, measure: bool = False,
-                 threshold_mm: float = 3.0, gate: bool = True):
+                 threshold_mm: float = 3.0, gate: bool = True, frame: int | None = None):
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise ModelError(f"threshold {threshold} is not a probability (0..1)")
         if engine is None and not measure:
             raise ModelError("nothing to do: give a model, or measure the cortex")
         self.engine, self.measure, self.threshold_mm, self.gate = engine, measure, threshold_mm, gate
+        self.frame = frame  # the frame of multi-frame files (DICOM, TIFF, APNG), which are refused without it
         self.threshold = (threshold if threshold is not None
                           else engine.spec.threshold.value if engine is not None else None)
 
@@ -85,7 +86,7 @@ class Screener:
         """Screen one image (file path, (H, W) array or Radiograph); OsteopanoError when it cannot be
         (unreadable, refused by the gate, not preparable). Use ``predict_batch`` for error results instead.
         ``heatmap=True`` adds the Grad-CAM map where the engine can make one (torch); elsewhere it warns."""
-        radiograph = as_radiograph(image)  # an unreadable file raises its ImageReadError here
+        radiograph = as_radiograph(image, self.frame)  # an unreadable file raises its ImageReadError here
         [(result, _)] = next(self.iter_screen([radiograph], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm,
                                               covariates=covariates))
         unscored = result.probability is None if self.engine is not None else result.measurement is None
@@ -146,7 +147,7 @@ class Screener:
         path = str(item) if isinstance(item, (str, Path)) else None
         base = ScreeningResult(path, threshold=self.threshold, model_id=self.model_id)
         try:
-            image = as_radiograph(item)
+            image = as_radiograph(item, self.frame)
         except (OsteopanoError, ValueError) as exc:
             return base.replace(error=_message(exc, item)), None, None
         base = base.replace(path=path or image.path, patient_id=image.patient_id)
@@ -192,26 +193,27 @@ class Screener:
         verdict = check_radiograph(image)
         if verdict.passed:
             return None
-        return f"{image.path or 'image'}: not screened, not a dental panoramic radiograph ({verdict.reason})"
+        return f"{image.path or 'image'}: not screened, {verdict.reason}"
 
 
 def load(path: str | Path | None = None, *, engine: str = "auto", threshold: float | None = None,
-         measure: bool = False, threshold_mm: float = 3.0, gate: bool = True) -> Screener:
+         measure: bool = False, threshold_mm: float = 3.0, gate: bool = True, frame: int | None = None) -> Screener:
     """A ready ``Screener`` for a run folder or an ``.onnx`` file (``engine``: auto | torch | onnx, see
     ``load_engine``); ``path=None`` measures only (``measure`` is then implied)."""
     model = None if path is None else load_engine(path, engine)
     return Screener(model, threshold=threshold, measure=measure or model is None, threshold_mm=threshold_mm,
-                    gate=gate)
+                    gate=gate, frame=frame)
 
 
-def as_radiograph(image: ImageLike) -> Radiograph:
-    """A path is read (ImageReadError when it cannot be), an array wrapped, a Radiograph kept."""
+def as_radiograph(image: ImageLike, frame: int | None = None) -> Radiograph:
+    """A path is read (ImageReadError when it cannot be; ``frame`` of a multi-frame file), an array
+    wrapped, a Radiograph kept."""
     if isinstance(image, Radiograph):
         return image
     if isinstance(image, np.ndarray):
         return from_array(image)
     if isinstance(image, (str, Path)):
-        return read_image(image)
+        return read_image(image, frame=frame)
     raise TypeError(f"expected a path, an array or a Radiograph, got {type(image).__name__}")
 
 

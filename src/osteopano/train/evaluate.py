@@ -80,7 +80,7 @@ def evaluate_run(run_dir: str | Path, data: str | Path, out: str | Path | None =
     applies only when scoring against the run's own column. The threshold defaults to the run's
     (chosen on its validation split). A threshold *rule* ('youden', 'sens:0.9') is chosen on this same data and says so.
     Unreadable files are listed in ``metrics['skipped_files']`` and left out; for ROI runs so are images
-    without pixel spacing (manifest column, else ``pixel_spacing_mm``, else the file's) or whose cortex
+    without a pixel spacing (``osteopano.prepare.spacing``) or whose cortex
     is not located, and for covariate runs samples lacking a covariate in the manifest.
     ``metrics['baselines']``: age as the score (no fitting) and -MCW (``mcw_baselines``).
     """

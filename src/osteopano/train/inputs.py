@@ -47,8 +47,7 @@ def load_planes(samples: Sequence[Sample], spec: ModelSpec, pixel_spacing_mm: fl
     """Decode and prepare every sample in threads: (planes (N, K, S, S) uint8 of the good samples, their
     indices, 'path: reason' for each image left out, the measured mean MCW in mm of the good ones (ROI
     models; None for whole-image ones)). Left out: unreadable files, and for ROI models images without a
-    pixel spacing or whose cortex is not located. Spacing: ``osteopano.prepare.spacing`` (the explicit
-    ``pixel_spacing_mm`` > the manifest column > the file's own)."""
+    pixel spacing or whose cortex is not located. Spacing: ``osteopano.prepare.spacing``."""
     roi = spec.input_mode == "roi"
     recipe = json.dumps(spec.to_dict(), sort_keys=True)
 
@@ -77,7 +76,7 @@ def load_planes(samples: Sequence[Sample], spec: ModelSpec, pixel_spacing_mm: fl
 def _roi_planes(path: str, _size: int, _mtime_ns: int, spacing: float | None, recipe: str
                 ) -> tuple[np.ndarray, float]:
     """One image's ROI planes (2, S, S) uint8 and measured MCW (mm, NaN when unknown); see load_planes.
-    The file's own spacing is the last resort (after the explicit and manifest ones)."""
+    ``spacing`` is the explicit or manifest value when there is one (``osteopano.prepare.spacing``)."""
     image = read_image(path)
     spacing = resolve_spacing(spacing, None, image.pixel_spacing_mm).mm
     out, _, measurement = planes(image, ModelSpec.from_dict(json.loads(recipe)), spacing)

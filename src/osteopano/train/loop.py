@@ -109,7 +109,7 @@ def initial_spec(cfg: RunConfig) -> ModelSpec:
 
 def _prepare(cfg: RunConfig, workers: int, console: Console | None) -> dict[str, Any]:
     """Data set -> labelled, decoded, split arrays (deterministic given cfg and the data)."""
-    ds = discover(cfg.data)
+    ds = discover(cfg.data, allow_duplicates=cfg.allow_duplicates)
     lab = label_samples(ds, cfg.label_column, cfg.label_map, cfg.positive)
     if lab.dropped and console:
         console.print(f"[yellow]{lab.dropped} sample(s) without a {cfg.label_column!r} value left out")
