@@ -52,7 +52,7 @@ results: demo
 
 test: install browser pacs-tools
 	$(BIN)/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

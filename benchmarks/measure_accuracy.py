@@ -1,23 +1,34 @@
-"""Accuracy and speed of the automatic MCW measurement on SYNTHETIC phantom images.
+"""Accuracy of the automatic MCW measurement on SYNTHETIC phantom images, optionally beside
+the border tracer as it was at an earlier git commit.
 
 Generates ``--n`` phantom radiographs (fixed seed) into a temporary folder, measures each with
-``osteopano.cortex.measure.measure`` (pixel spacing from the manifest) and prints, per side, the median
-and 95th-percentile absolute MCW error against the phantom's truth, the fraction located, the
-distance of the measurement site from the true site, the Klemetti agreement and images/s.
+``osteopano measure``'s function (pixel spacing from the manifest) and prints, per side: the
+fraction located, the fraction whose measurement site lies within ``--border-tol-mm`` (2 mm) of the
+true inferior border (the manifest's ``border_px`` polyline), the median and 95th-percentile absolute
+MCW error against the truth, the distance of the site from the true site, and images/s.
 
-Acceptance (synthetic data only, not clinical evidence): median abs error <= 0.2 mm,
-95th percentile <= 0.5 mm, 100 % located.
+``--compare-with REV`` also measures the same images with the tracer of git commit REV (its
+``src/osteopano`` extracted with ``git archive`` into a temporary folder and run in a subprocess with
+that folder first on PYTHONPATH). Before the package split (e.g. e1b58f0) the function is
+``osteopano.cortex.measure``; from 9252ec7 on ``osteopano.cortex.measure.measure``.
 
-    python benchmarks/measure_accuracy.py [--n 200] [--seed 2026] [--width 1600]
+Acceptance (synthetic data only, not clinical evidence): for the current tracer median abs error
+<= 0.2 mm, p95 <= 0.5 mm, 100 % located; "difficulty parity" of the phantom: the tracer as it was
+before issue 10 (e1b58f0) puts both sides within 2 mm of the true border on at most 80 % of images.
+
+    python benchmarks/measure_accuracy.py [--n 200] [--seed 2026] [--width 1600] [--compare-with e1b58f0]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +36,112 @@ from rich.console import Console
 from rich.table import Table
 
 from osteopano.phantom import generate as phantom
-from osteopano.cortex.measure import measure
-from osteopano.io.images import read_image
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Run inside the measured version's interpreter environment; prints one JSON line per image.
+_MEASURE_SCRIPT = r"""
+import csv, json, sys, time
+from pathlib import Path
+try:
+    from osteopano.cortex.measure import measure
+except ImportError:
+    from osteopano.cortex import measure
+try:
+    from osteopano.io.images import read_image
+except ImportError:
+    from osteopano.imageio import read_image
+import osteopano
+root = Path(sys.argv[1])
+print(json.dumps({"module": osteopano.__file__}), flush=True)
+with (root / "manifest.csv").open(newline="") as fh:
+    rows = list(csv.DictReader(fh))
+for row in rows:
+    image = read_image(root / row["path"])
+    t = time.perf_counter()
+    m = measure(image, pixel_spacing_mm=float(row["pixel_spacing_mm"]))
+    out = {"path": row["path"], "seconds": time.perf_counter() - t, "klemetti": m.klemetti_estimate}
+    for s in m.sides():
+        out[s.side] = {"located": bool(s.located), "mcw_mm": s.mcw_mm,
+                       "site_xy": list(map(float, s.site_xy)) if s.site_xy is not None else None}
+    print(json.dumps(out), flush=True)
+"""
+
+
+def _run_measure(src: Path, data: Path) -> tuple[str, list[dict]]:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    proc = subprocess.run([sys.executable, "-c", _MEASURE_SCRIPT, str(data)], env=env, capture_output=True,
+                          text=True, check=False)  # fmt: skip
+    if proc.returncode != 0:
+        raise SystemExit(f"measuring with {src} failed:\n{proc.stderr[-3000:]}")
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    return lines[0]["module"], lines[1:]
+
+
+def _extract(rev: str, dest: Path) -> Path:
+    """``git archive REV src/osteopano`` into dest; returns dest/src."""
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "src/osteopano"], capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"git archive {rev}: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "src"
+
+
+def _dist_to_polyline(p: np.ndarray, poly: np.ndarray) -> float:
+    a, b = poly[:-1], poly[1:]
+    ab = b - a
+    t = np.clip(((p - a) * ab).sum(1) / np.maximum((ab * ab).sum(1), 1e-9), 0, 1)
+    return float(np.min(np.hypot(*(a + t[:, None] * ab - p).T)))
+
+
+def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dict[str, object]:
+    """Per-side figures of one tracer against the manifest truth."""
+    by_path = {r["path"]: r for r in results}
+    out: dict[str, object] = {"both_on_border": 0, "n": len(rows), "seconds": 0.0}
+    per = {s: {"located": 0, "on_border": 0, "err": [], "site": []} for s in ("right", "left")}
+    for row in rows:
+        res = by_path[row["path"]]
+        out["seconds"] += res["seconds"]
+        spacing = float(row["pixel_spacing_mm"])
+        border = phantom.decode_polyline(row["border_px"])
+        ok_both = True
+        for side in ("right", "left"):
+            s = res[side]
+            on = False
+            if s["located"] and s["site_xy"] is not None:
+                per[side]["located"] += 1
+                xy = np.array(s["site_xy"])
+                on = _dist_to_polyline(xy, border) * spacing <= tol_mm
+                true_xy = np.array([float(row[f"site_{side}_x"]), float(row[f"site_{side}_y"])])
+                per[side]["site"].append(float(np.hypot(*(xy - true_xy))) * spacing)
+                if s["mcw_mm"] is not None:
+                    per[side]["err"].append(abs(s["mcw_mm"] - float(row[f"mcw_{side}_mm"])))
+            per[side]["on_border"] += on
+            ok_both &= on
+        out["both_on_border"] += ok_both
+    out["sides"] = per
+    return out
+
+
+def _table(console: Console, title: str, sc: dict, tol: float) -> None:
+    n = sc["n"]
+    t = Table(title=title)
+    for col in ("side", "located", f"site <= {tol:g} mm from border", "median |err| mm", "p95 |err| mm",
+                "median site dist mm"):  # fmt: skip
+        t.add_column(col, justify="right")
+    allerr = []
+    for side in ("right", "left"):
+        p = sc["sides"][side]
+        e = np.array(p["err"]) if p["err"] else np.array([np.nan])
+        allerr += p["err"]
+        t.add_row(side, f"{p['located']}/{n}", f"{p['on_border']}/{n}", f"{np.median(e):.3f}",
+                  f"{np.percentile(e, 95):.3f}", f"{np.median(p['site']) if p['site'] else float('nan'):.2f}")
+    e = np.array(allerr) if allerr else np.array([np.nan])
+    t.add_row("both", "", f"{sc['both_on_border']}/{n} = {sc['both_on_border'] / n:.1%}", f"{np.median(e):.3f}",
+              f"{np.percentile(e, 95):.3f}", "")
+    console.print(t)
+    console.print(f"speed: {n / max(sc['seconds'], 1e-9):.2f} images/s (measure only, 1 process)")
+    sc["median_err"], sc["p95_err"] = float(np.median(e)), float(np.percentile(e, 95))
 
 
 def main() -> None:
@@ -35,66 +150,41 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
+    ap.add_argument("--compare-with", metavar="REV", default=None,
+                    help="also measure with the tracer of this git commit (e.g. e1b58f0)")
+    ap.add_argument("--border-tol-mm", type=float, default=2.0)
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="osteopano-bench-") as tmp:
-        root = args.keep or Path(tmp)
+        root = args.keep or Path(tmp) / "data"
         t0 = time.perf_counter()
         phantom.generate(root, args.n, args.seed, width=args.width, progress=False)
         console.print(f"generated {args.n} synthetic images (width {args.width}, seed {args.seed}) "
                       f"in {time.perf_counter() - t0:.1f} s")
         with (root / "manifest.csv").open(newline="") as fh:
             rows = list(csv.DictReader(fh))
-        err: dict[str, list[float]] = {"right": [], "left": []}
-        site: dict[str, list[float]] = {"right": [], "left": []}
-        located = Counter()
-        methods = Counter()
-        quality = Counter()
-        klemetti = Counter()
-        elapsed = 0.0
-        for row in rows:
-            image = read_image(root / row["path"])
-            spacing = float(row["pixel_spacing_mm"])
-            t = time.perf_counter()
-            m = measure(image, pixel_spacing_mm=spacing)
-            elapsed += time.perf_counter() - t
-            quality[m.quality] += 1
-            klemetti[(row["klemetti"], m.klemetti_estimate)] += 1
-            for s in m.sides():
-                if not s.located:
-                    continue
-                located[s.side] += 1
-                methods[s.site_method] += 1
-                err[s.side].append(abs(s.mcw_mm - float(row[f"mcw_{s.side}_mm"])))
-                true_xy = np.array([float(row[f"site_{s.side}_x"]), float(row[f"site_{s.side}_y"])])
-                site[s.side].append(float(np.hypot(*(np.array(s.site_xy) - true_xy))) * spacing)
-
-    n = len(rows)
-    table = Table(title=f"MCW accuracy on {n} SYNTHETIC phantom images (seed {args.seed}, width {args.width})")
-    for col in ("side", "located", "median |err| mm", "p95 |err| mm", "max |err| mm", "median site dist mm"):
-        table.add_column(col, justify="right")
-    for side in ("right", "left"):
-        e = np.array(err[side]) if err[side] else np.array([np.nan])
-        table.add_row(side, f"{located[side]}/{n}", f"{np.median(e):.3f}", f"{np.percentile(e, 95):.3f}",
-                      f"{np.max(e):.3f}", f"{np.median(site[side]) if site[side] else float('nan'):.2f}")
-    both = np.array(err["right"] + err["left"])
-    table.add_row("both", f"{(located['right'] + located['left']) / (2 * n):.1%}", f"{np.median(both):.3f}",
-                  f"{np.percentile(both, 95):.3f}", f"{np.max(both):.3f}", "")
-    console.print(table)
-    console.print(f"speed: {n / elapsed:.2f} images/s (measure only, 1 process)   "
-                  f"quality: {dict(quality)}   site method: {dict(methods)}")
-    classes = ("C1", "C2", "C3")
-    kt = Table(title="Klemetti: truth (rows) vs estimate (columns)")
-    kt.add_column("truth")
-    for c in classes:
-        kt.add_column(c, justify="right")
-    for tr in classes:
-        kt.add_row(tr, *(str(klemetti[(tr, es)]) for es in classes))
-    console.print(kt)
-    agree = sum(klemetti[(c, c)] for c in classes) / max(1, n)
-    ok = np.median(both) <= 0.2 and np.percentile(both, 95) <= 0.5 and located["right"] + located["left"] == 2 * n
-    console.print(f"Klemetti agreement {agree:.1%}.  Acceptance (median <= 0.2, p95 <= 0.5 mm, 100% located): "
+        runs = [("current", REPO / "src")]
+        if args.compare_with:
+            old = Path(tmp) / "rev"
+            old.mkdir()
+            runs.append((args.compare_with, _extract(args.compare_with, old)))
+        scores = {}
+        for name, src in runs:
+            module, results = _run_measure(src, root)
+            scores[name] = sc = score(rows, results, args.border_tol_mm)
+            _table(console, f"MCW on {len(rows)} SYNTHETIC phantoms (seed {args.seed}, width {args.width}): "
+                   f"tracer {name} ({Path(module).parent})", sc, args.border_tol_mm)  # fmt: skip
+    cur = scores["current"]
+    ok = cur["median_err"] <= 0.2 and cur["p95_err"] <= 0.5 and all(
+        cur["sides"][s]["located"] == cur["n"] for s in ("right", "left"))
+    console.print("Current tracer (median <= 0.2, p95 <= 0.5 mm, 100% located): "
                   + ("[green]PASS[/green]" if ok else "[red]FAIL[/red]"))
+    if args.compare_with:
+        old = scores[args.compare_with]
+        frac = old["both_on_border"] / old["n"]
+        console.print(f"Difficulty parity: tracer {args.compare_with} has both sides within {args.border_tol_mm:g} mm "
+                      f"of the true border on {frac:.1%} of the phantoms (target <= 80%; 47-67% on real images): "
+                      + ("[green]PASS[/green]" if frac <= 0.8 else "[red]FAIL[/red]"))
 
 
 if __name__ == "__main__":

@@ -253,7 +253,12 @@ def test_failed_measurement_still_makes_valid_objects(tmp_path):
     write_dicom(tmp_path / "noise.dcm", rng.integers(0, 65535, size=(300, 600), dtype=np.uint16), 0.25,
                 patient_id="N1", uid_seed="noise")
     source = pydicom.dcmread(tmp_path / "noise.dcm")
-    outcome = screen_dataset(source)
+    from osteopano.errors import OsteopanoError
+    from osteopano.screen.screener import load
+
+    with pytest.raises(OsteopanoError, match="not a dental panoramic radiograph"):
+        screen_dataset(source)  # the gate refuses noise before anything is measured
+    outcome = screen_dataset(source, load(None, gate=False))  # research use: measured all the same
     assert outcome.measurement.quality == "failed" and outcome.measurement.decision is None
     sr, sc = outcome.outputs(source)
     import highdicom as hd

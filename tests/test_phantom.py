@@ -13,10 +13,12 @@ import pytest
 from scipy.ndimage import gaussian_filter1d, map_coordinates
 from typer.testing import CliRunner
 
-from osteopano.phantom import generate as phantom
 from osteopano.cli import app
 from osteopano.errors import OsteopanoError
 from osteopano.io.images import read_image
+from osteopano.phantom import generate as phantom
+from osteopano.phantom.distractors import Distractors
+from osteopano.phantom.latent import KLEMETTI_CUTS, GraderModel, sample_patient
 
 CONTRACT_PREFIX = (
     "path", "patient_id", "age", "sex", "tscore", "label", "klemetti", "mcw_left_mm", "mcw_right_mm",
@@ -60,7 +62,9 @@ def test_manifest_columns_and_values(small_set):
     with open(small_set / "manifest.csv", newline="") as fh:
         header = next(csv.reader(fh))
     assert tuple(header[: len(CONTRACT_PREFIX)]) == CONTRACT_PREFIX
-    assert all(c.startswith("acq_") for c in header[len(CONTRACT_PREFIX) :])
+    rest = header[len(CONTRACT_PREFIX) :]
+    assert tuple(rest[: len(phantom.TRUTH_COLUMNS)]) == phantom.TRUTH_COLUMNS
+    assert all(c.startswith("acq_") for c in rest[len(phantom.TRUTH_COLUMNS) :])
     rows = _rows(small_set)
     assert len(rows) == 20
     for r in rows:
@@ -78,7 +82,12 @@ def test_manifest_columns_and_values(small_set):
         margin_px = 4 / float(r["pixel_spacing_mm"])
         assert max(float(r["site_left_y"]), float(r["site_right_y"])) + margin_px < 195
         assert float(r["pixel_spacing_mm"]) == pytest.approx(float(r["acq_fov_mm"]) / 400, rel=1e-4)
-        assert abs(float(r["acq_rotation_deg"])) <= 3
+        assert abs(float(r["acq_rotation_deg"])) <= (7 if "head_tilt" in r["distractors"] else 3)
+        # the true class is the latent erosion cut; the graded one comes from a grader of the panel
+        e = float(r["erosion_grade"])
+        assert r["klemetti_true"] == ("C1" if e < KLEMETTI_CUTS[0] else "C2" if e < KLEMETTI_CUTS[1] else "C3")
+        assert r["klemetti_grader"] in {"G1", "G2", "G3", "G4"}
+        assert r["dentition"] in {"full", "partial", "edentulous", "mixed"} and 0 <= int(r["teeth_count"]) <= 32
     # at the default width the spacing is that of a real OPG
     spacing_1600 = [float(r["acq_fov_mm"]) / 1600 for r in rows]
     assert 0.16 <= min(spacing_1600) and max(spacing_1600) <= 0.2
@@ -91,7 +100,8 @@ def test_some_patients_have_two_images_with_shared_truth(small_set):
         by_patient.setdefault(r["patient_id"], []).append(r)
     pairs = [v for v in by_patient.values() if len(v) == 2]
     assert pairs and all(len(v) <= 2 for v in by_patient.values())
-    truth = ("age", "sex", "tscore", "label", "klemetti", "mcw_left_mm", "mcw_right_mm")
+    truth = ("age", "sex", "tscore", "label", "klemetti", "klemetti_true", "erosion_grade", "mcw_left_mm",
+             "mcw_right_mm")  # fmt: skip
     for a, b in pairs:
         assert all(a[c] == b[c] for c in truth)
         assert a["acq_fov_mm"] != b["acq_fov_mm"]
@@ -103,12 +113,87 @@ def test_latent_model_proportions_and_imperfect_oracle():
     patients = [phantom.sample_patient(s, "x") for s in np.random.SeedSequence(0).spawn(3000)]
     osteo = np.array([p.label == "osteoporosis" for p in patients])
     mcw = np.array([(p.mcw_left_mm + p.mcw_right_mm) / 2 for p in patients])
-    klemetti = Counter(p.klemetti for p in patients)
+    klemetti = Counter(p.klemetti_true for p in patients)
     assert 0.28 <= osteo.mean() <= 0.42
-    assert 0.38 <= klemetti["C1"] / 3000 <= 0.52 and 0.12 <= klemetti["C3"] / 3000 <= 0.28
-    assert 0.75 <= roc_auc_score(osteo, -mcw) <= 0.9
-    by_class = {c: mcw[[p.klemetti == c for p in patients]].mean() for c in ("C1", "C2", "C3")}
+    assert 0.38 <= klemetti["C1"] / 3000 <= 0.55 and 0.12 <= klemetti["C3"] / 3000 <= 0.28
+    assert 0.75 <= roc_auc_score(osteo, -mcw) <= 0.85
+    low = mcw < 3.0  # diagnostic odds ratio of MCW < 3 mm for the DXA label: about 6-8
+    dor = (low & osteo).sum() * (~low & ~osteo).sum() / ((low & ~osteo).sum() * (~low & osteo).sum())
+    assert 5.0 <= dor <= 10.0, dor
+    by_class = {c: mcw[[p.klemetti_true == c for p in patients]].mean() for c in ("C1", "C2", "C3")}
     assert by_class["C1"] - by_class["C2"] > 0.5 and by_class["C2"] - by_class["C3"] > 0.4
+
+
+def test_grader_is_noisy_like_people_and_exact_without_noise():
+    from sklearn.metrics import cohen_kappa_score
+
+    seqs = np.random.SeedSequence(1).spawn(3000)
+    graded = [sample_patient(s, "x") for s in seqs]
+    binary = np.array([(p.klemetti == "C1") == (p.klemetti_true == "C1") for p in graded])
+    assert 0.8 <= binary.mean() <= 0.93  # the ceiling of any model's Klemetti accuracy
+    g, rng = GraderModel(), np.random.default_rng(0)
+    r1 = [g.read(p.erosion, rng)[0] for p in graded]
+    r2 = [g.read(p.erosion, rng)[0] for p in graded]
+    assert 0.3 <= cohen_kappa_score(r1, r2) <= 0.65  # two observers agree fairly to moderately
+    exact = [sample_patient(s, "x", GraderModel(noise_sd=0.0, bias_sd=0.0)) for s in seqs[:300]]
+    assert all(p.klemetti == p.klemetti_true for p in exact)
+    assert [p.mcw_left_mm for p in exact] == [p.mcw_left_mm for p in graded[:300]]  # grading changes nothing else
+
+
+def test_truth_json_border_foramina_and_new_masks(small_set):
+    import json
+
+    for r in _rows(small_set)[:6]:
+        stem = Path(r["path"]).stem
+        spacing = float(r["pixel_spacing_mm"])
+        border = phantom.decode_polyline(r["border_px"])
+        truth = json.loads((small_set / "masks" / f"{stem}_truth.json").read_text())
+        fine = np.array(truth["border_px"])
+        assert len(fine) > 3 * len(border) > 150
+        for side in ("left", "right"):
+            site = np.array([float(r[f"site_{side}_x"]), float(r[f"site_{side}_y"])])
+            normal = np.array([float(r[f"normal_{side}_x"]), float(r[f"normal_{side}_y"])])
+            assert np.min(np.hypot(*(fine - site).T)) * spacing < 0.3  # the site is on the border
+            foramen = np.array([float(r[f"foramen_{side}_x"]), float(r[f"foramen_{side}_y"])])
+            up = (foramen - site) * spacing
+            assert 9.5 <= up @ normal <= 15 and abs(up @ np.array([-normal[1], normal[0]])) < 0.1
+        image = read_image(small_set / r["path"]).pixels
+        metal = read_image(small_set / "masks" / f"{stem}_metal.png").pixels > 0.5
+        teeth = read_image(small_set / "masks" / f"{stem}_teeth.png").pixels > 0.5
+        assert (metal & ~teeth).sum() <= 0.05 * max(1, metal.sum())  # metal sits on teeth and implants
+        if int(r["metal_count"]) and metal.sum() > 5:
+            assert np.median(image[metal]) > 0.97  # restorations saturate the detector
+        if int(r["teeth_count"]) > 10:
+            assert teeth.sum() > 0.01 * teeth.size
+
+
+def test_distractor_switches_are_independent_and_validated():
+    clean = phantom.render(7, width=400, distractors=Distractors.none())
+    assert clean.truth["distractors"] == "" and clean.truth["burned_in"] == ""
+    always = Distractors().with_(hyoid=1.0, side_letter=1.0)
+    never = Distractors().with_(hyoid=0.0)
+    a, b = phantom.render(7, width=400, distractors=always), phantom.render(7, width=400, distractors=never)
+    assert "hyoid" in a.truth["distractors"].split(";") and "hyoid" not in b.truth["distractors"].split(";")
+    assert a.truth["burned_in"] in {"L", "R"} or a.truth["burned_in"].split()[0] in {"L", "R"}
+    same = ("mcw_left_mm", "klemetti", "site_left_x", "site_left_y", "acq_fov_mm", "acq_exposure")
+    assert all(a.truth[c] == b.truth[c] for c in same)  # switching the hyoid leaves the rest alone
+    assert not np.array_equal(a.pixels, b.pixels)
+    with pytest.raises(OsteopanoError, match="unknown distractor"):
+        Distractors().with_(dragons=0.5)
+    with pytest.raises(OsteopanoError, match="probability"):
+        Distractors.parse(["hyoid=2"])
+    assert Distractors.parse(["all=0", "tongue=1"]).tongue == 1.0 and Distractors.parse(["all=0"]).hyoid == 0.0
+
+
+def test_jpeg_export_is_8_bit_and_deterministic(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for out in (a, b):
+        phantom.generate(out, 2, seed=4, fmt="jpeg", width=400, progress=False, workers=1)
+    assert _digests(a) == _digests(b)
+    for r in _rows(a):
+        assert r["path"].endswith(".jpg")
+        img = read_image(a / r["path"])
+        assert img.bit_depth == 8 and img.pixels.shape == (195, 400)
 
 
 def test_masks_cortex_lies_along_the_bottom_of_the_mandible(small_set):
@@ -178,7 +263,9 @@ def test_manifest_mcw_is_visible_in_the_pixels():
             normal = np.array([tr[f"normal_{side}_x"], tr[f"normal_{side}_y"]])
             measured = _profile_width(img, site, normal, tr["pixel_spacing_mm"])
             errors.append(measured - tr[f"mcw_{side}_mm"])
-    assert np.max(np.abs(errors)) < 0.3, np.round(errors, 3)
+    # overlapping soft tissue and hyoid shift a plain half-maximum reading a little
+    errors = np.abs(errors)
+    assert np.median(errors) < 0.1 and np.percentile(errors, 90) < 0.25 and errors.max() < 0.45, np.round(errors, 3)
 
 
 def test_render_is_reproducible_and_second_image_keeps_the_anatomy_truth():
@@ -192,12 +279,21 @@ def test_cli_synth_writes_set_and_reports(tmp_path):
     out = tmp_path / "cli"
     result = CliRunner().invoke(app, ["synth", str(out), "--n", "4", "--seed", "2", "--width", "300"])
     assert result.exit_code == 0, result.output
-    assert "oracle AUC" in result.output and "Klemetti" in result.output
+    assert "oracle AUC" in result.output and "Klemetti" in result.output and "grader vs true" in result.output
     assert len(_rows(out)) == 4 and len(list(out.glob("*.png"))) == 4
 
 
-@pytest.mark.parametrize("args", [["--format", "bmp"], ["--n", "0"], ["--width", "50"]])
+@pytest.mark.parametrize("args", [["--format", "bmp"], ["--n", "0"], ["--width", "50"],
+                                  ["--distractor", "hyoid"], ["--distractor", "nose=1"], ["--grader-noise", "-1"]])
 def test_cli_synth_rejects_bad_options(tmp_path, args):
     result = CliRunner().invoke(app, ["synth", str(tmp_path / "x"), "--n", "2", *args])
     assert result.exit_code != 0
     assert isinstance(result.exception, OsteopanoError)
+
+
+def test_border_polyline_encoding_round_trips():
+    pts = np.array([[10.04, 20.0], [11.5, 19.25], [13.0, 18.5]])
+    text = phantom.encode_polyline(pts)
+    assert text == "10.0,20.0;11.5,19.2;13.0,18.5" or text == "10.0,20.0;11.5,19.3;13.0,18.5"
+    assert np.allclose(phantom.decode_polyline(text), pts, atol=0.051)
+    assert phantom.decode_polyline("").shape == (0, 2)

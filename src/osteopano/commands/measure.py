@@ -26,20 +26,36 @@ def command(
     no_gate: bool = typer.Option(False, "--no-gate", help="Research use: measure images the radiograph gate "
                                  "would refuse (recorded as gate=off)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images read and measured together."),
+    age: float | None = typer.Option(None, "--age", min=0.0, max=130.0, help="Patient age in years, for the OST "
+                                     "risk index (every image; docs/clinic.md)."),
+    sex: str | None = typer.Option(None, "--sex", help="F or M, for the OST risk index (every image)."),
+    weight: float | None = typer.Option(None, "--weight", min=2.0, max=400.0, help="Patient weight in kg, for "
+                                        "the OST risk index (every image)."),
+    dicom_out: Path | None = typer.Option(None, "--dicom-out", help="Write a DICOM SR (TID 1500) and a "
+                                          "Secondary Capture of the overlay per DICOM input into DIR."),
+    fhir_out: Path | None = typer.Option(None, "--fhir-out", help="Write a FHIR Bundle (DiagnosticReport + "
+                                         "Observations) JSON per image into DIR."),
 ) -> None:
     """Measure the mandibular cortical width below the mental foramen on both sides.
 
     Classical image analysis (no trained model). Widths are in mm when the pixel spacing is
     known (--pixel-spacing, a manifest.csv beside the images, or the DICOM tag), else in pixels.
+    Age, sex and weight (options, manifest columns age/sex/weight_kg, or the DICOM header) add the
+    OST risk index and a combined referral rule (docs/clinic.md; not validated by osteopano).
     A screening aid, not a diagnosis.
     """
     from rich.console import Console
 
     from osteopano.commands._batch import drive, summary
-    from osteopano.screen.batch import Outputs, plan_batch, run_batch
+    from osteopano.screen.batch import Outputs, clinic_note, plan_batch, run_batch
     from osteopano.screen.screener import Screener
 
-    outputs = Outputs(out=out, overlays=overlays, report=report, jsonl_polylines=True)
+    from osteopano.prepare.risk import clean_values
+
+    clinical = {k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None}
+    clean_values(clinical, "--age/--sex/--weight")   # a bad value stops here, with one line
+    outputs = Outputs(out=out, overlays=overlays, report=report, jsonl_polylines=True, dicom_out=dicom_out,
+                      fhir_out=fhir_out)
     plan = plan_batch(inputs, outputs, resume)
     console = Console(stderr=True)
     if not plan.todo:
@@ -47,10 +63,13 @@ def command(
         return
     screener = Screener(None, measure=True, threshold_mm=threshold_mm, gate=not no_gate, frame=frame)
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
-                        pixel_spacing_mm=pixel_spacing)
+                        pixel_spacing_mm=pixel_spacing,
+                        clinical=clinical)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "measuring", console)
     Console().print(_table(rows))
     summary(console, n_ok, n_err, out, plan, "measured")
+    if note := clinic_note(outputs):
+        console.print(note, soft_wrap=True, markup=False)
 
 
 def _table(rows: list[dict[str, Any]]):

@@ -36,13 +36,16 @@ def command(
     no_gate: bool = typer.Option(False, "--no-gate", help="Research use: score images the radiograph gate "
                                  "would refuse (recorded as gate=off in every row)."),
     age: float | None = typer.Option(None, "--age", min=0.0, max=130.0, help="Patient age in years, for models "
-                                     "trained with --covariates age (applies to every image)."),
+                                     "trained with --covariates age and the OST risk index (every image)."),
     sex: str | None = typer.Option(None, "--sex", help="F or M, for models trained with --covariates sex "
-                                   "(applies to every image)."),
-    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
-                                   help="Run on Ray Data (pip install 'osteopano[scale]'; an .onnx model and "
-                                   "--out FILE.csv/.jsonl): 'local' starts a Ray on this machine (or joins "
-                                   "RAY_ADDRESS's), 'auto' or HOST:6379 a running cluster."),
+                                   "and the OST risk index (applies to every image)."),
+    weight: float | None = typer.Option(None, "--weight", min=2.0, max=400.0, help="Patient weight in kg, for "
+                                        "the OST risk index with --measure (docs/clinic.md; every image)."),
+    dicom_out: Path | None = typer.Option(None, "--dicom-out", help="Write a DICOM SR (TID 1500) and a "
+                                          "Secondary Capture of the overlay per DICOM input into DIR "
+                                          "(implies --measure)."),
+    fhir_out: Path | None = typer.Option(None, "--fhir-out", help="Write a FHIR Bundle (DiagnosticReport + "
+                                         "Observations) JSON per image into DIR (implies --measure)."),
 ) -> None:
     """Screen radiographs for signs of osteoporosis: probability and refer-for-DXA decision per image.
 
@@ -56,18 +59,15 @@ def command(
     from rich.console import Console
 
     from osteopano.commands._batch import drive, summary
-    from osteopano.screen.batch import Outputs, plan_batch, run_batch
+    from osteopano.screen.batch import Outputs, clinic_note, plan_batch, run_batch
     from osteopano.screen.screener import load
 
-    if ray is not None:
-        from osteopano.screen.ray_data import predict_command
+    from osteopano.prepare.risk import clean_values
 
-        return predict_command(model, inputs, out, address=None if ray == "local" else ray, resume=resume,
-                               batch_size=batch_size, threshold=threshold, pixel_spacing_mm=pixel_spacing,
-                               gate=not no_gate, covariates={k: v for k, v in (("age", age), ("sex", sex)) if v is not None},
-                               unsupported=[name for name, v in (("--heatmaps", heatmaps), ("--report", report),
-                                                                 ("--measure", measure)) if v])
-    outputs = Outputs(out=out, heatmaps=heatmaps, report=report)
+    clinical = {k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None}
+    clean_values(clinical, "--age/--sex/--weight")   # a bad value stops here, with one line
+    outputs = Outputs(out=out, heatmaps=heatmaps, report=report, dicom_out=dicom_out, fhir_out=fhir_out)
+    measure = measure or dicom_out is not None or fhir_out is not None
     plan = plan_batch(inputs, outputs, resume)
     console = Console(stderr=True)
     if not plan.todo:
@@ -78,12 +78,14 @@ def command(
         raise DataError(f"--heatmaps: {screener.heatmap_unavailable}")
     covariates = {k: v for k, v in (("age", age), ("sex", sex)) if v is not None}
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
-                        pixel_spacing_mm=pixel_spacing, covariates=covariates)
+                        pixel_spacing_mm=pixel_spacing, covariates=covariates, clinical=clinical)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "screening", console)
     if out is None:
         typer.echo("")  # keep the table off the progress bar's last line
         Console().print(_table(rows, screener.model_id))
     summary(console, n_ok, n_err, out, plan, "screened")
+    if note := clinic_note(outputs):
+        console.print(note, soft_wrap=True, markup=False)
 
 
 def _table(rows: list[dict], model_id: str):

@@ -1,23 +1,22 @@
 """Automatic mandibular cortical width (MCW) measurement on a panoramic radiograph.
 
-Classical image analysis, no trained model:
+Classical image analysis, no trained model (method and limits: docs/cortex.md):
 
-1. The image is resampled to a 0.5 mm working grid and the inferior border of the mandible
-   is traced on each side of the midline by dynamic programming over the columns on the
-   vertical gradient (bright bone above, dark soft tissue below), leaving out the midline
-   zone where the spine ghost and chin soft tissue confuse it (:mod:`osteopano.cortex.measure.trace`).
-2. Intensity profiles along the border normals, sampled at the full input resolution, give
-   the periosteal (outer) and endosteal (inner) edges of the bright cortical band as
-   half-maximum crossings; their distance is the cortical width perpendicular to the border.
-3. The measurement site below the mental foramen is the foramen itself when a dark oval is
-   found above the border in the premolar region, else a fixed distance from the midline
-   (``site_method``). The side's MCW is the median width over a few mm around the site.
-4. Irregularity of the endosteal margin and dark holes inside the band give an erosion score
-   and a Klemetti-like class; edge strength, symmetry and plausibility give a confidence.
+1. The inferior border of the mandible is traced across the whole image as the lowest continuous
+   bone-to-soft-tissue edge, with a U-shape prior (:mod:`osteopano.cortex.border`), on a working
+   grid whose scale follows the image's anatomy, not the pixel spacing.
+2. The facial midline (symmetry axis) splits it into the patient's right and left body.
+3. Intensity profiles along the border normals, sampled at the full input resolution, give the
+   periosteal and endosteal edges of the cortical band (:mod:`osteopano.cortex.trace`).
+4. The site is below the mental foramen when a dark oval is found there, else at a fixed
+   fraction of the traced body's length (:mod:`osteopano.cortex.site`); the side's MCW is the
+   median width over a few mm around it.
+5. Each side gets a quality (ok / low / failed) and a plain reason; a failed side carries no
+   width, no class and no decision. Widths are in mm only with a trusted spacing (argument >
+   the file's own), else in pixels, with the scale-free panoramic mandibular index (PMI) where
+   the foramen was found. The Klemetti-like class is EXPERIMENTAL (not validated on real images)
+   and never enters the decision.
 
-Widths are in mm when the pixel spacing is known (argument > the file's own > unknown);
-with an unknown spacing the algorithm assumes a typical panoramic field height for its
-internal scales and reports the width in pixels only, flagged ``spacing_source='unknown'``.
 Sides are the PATIENT's: the patient's right is on the image's left.
 """
 
@@ -26,31 +25,40 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 from scipy import ndimage
 
+from osteopano.cortex import border as cb
+from osteopano.cortex import site as cs
 from osteopano.cortex import trace as ct
+from osteopano.cortex.overlay import draw_overlay  # noqa: F401  (public API)
 from osteopano.errors import OsteopanoError
 from osteopano.io.images import Radiograph
 
-ASSUMED_FIELD_HEIGHT_MM = 145.0  # typical panoramic image height, for internal scales when spacing is unknown
-SITE_FROM_MIDLINE_MM = 39.5      # anatomical fallback: site this far (horizontally) from the midline
 SITE_HALF_STRETCH_MM = 2.5       # MCW = median over +-this (arc length) around the site
+SITE_SHIFTS_MM = (2.5, 5.0)      # where the band is unreadable at the site, these shifts along it are tried
 EROSION_HALF_STRETCH_MM = 10.0   # erosion is judged over +-this around the site
 ROUGH_SMOOTH_MM = 3.0            # endosteal roughness = residual after smoothing at this scale
 ROUGH_REF_MM = 0.4               # roughness counted as full erosion
 POROSITY_REF = 0.15              # porosity counted as full erosion
-KLEMETTI_CUTS = (0.3, 0.68)      # erosion score -> C1 | C2 | C3
-PLAUSIBLE_MM = (1.0, 8.0)        # widths outside are implausible for an adult mandible
-MIN_RISE_MM = 5.0                # the border must rise at least this much from the chin zone outwards
-FAIL_CONFIDENCE = 0.15           # below: 'failed' (widths kept for inspection, no decision)
-OK_CONFIDENCE = 0.6              # quality 'ok' at or above, 'low' below (and 'failed' if nothing found)
+KLEMETTI_CUTS = (0.3, 0.68)      # erosion score -> C1 | C2 | C3 (experimental, set on the phantom)
+PLAUSIBLE_MM = (1.0, 8.0)        # widths (anatomical mm) outside are implausible for an adult mandible
+SPACING_RATIO = (0.6, 1.65)      # a given spacing this far from the anatomical scale is implausible
+MIDLINE_AGREE_MM = 25.0          # the symmetry axis is used when this close to the traced chin
+MIDLINE_MIN_SCORE = 0.35
+SYMMETRIC_SCORE = 0.5            # mirror correlation above which the image counts as a symmetric full view
+CHIN_EDGE_MM = 12.0              # a chin this close to the image's side means the image shows one side only
+ASYM_LIMIT = 0.45                # relative difference of the sides above which the result is 'low'
+SIDE_OK, SIDE_LOW = 0.5, 0.2     # side confidence needed for 'ok' / for a usable ('low') side
 
 
 @dataclass
 class SideMeasurement:
-    """The measurement on one side of the patient (``side`` = 'right' | 'left')."""
+    """The measurement on one side of the patient (``side`` = 'right' | 'left').
+
+    ``located``: a usable width was measured (quality ok or low). A failed side has no width,
+    no erosion class and says why in ``reason``.
+    """
 
     side: str
     located: bool = False
@@ -63,8 +71,14 @@ class SideMeasurement:
     erosion_score: float | None = None            # 0 = smooth, solid cortex ... 1 = heavily eroded
     roughness_mm: float | None = None
     porosity: float | None = None
-    site_method: str | None = None                # 'mental_foramen' | 'fixed_distance'
+    site_method: str | None = None                # 'mental_foramen' | 'proportion'
+    site_distance_mm: float | None = None         # site's distance from the midline (mm; None without spacing)
+    site_distance_px: float | None = None
+    pmi: float | None = None                      # width / height of the foramen's lower edge above the border
+    klemetti_estimate: str | None = None          # EXPERIMENTAL, not validated on real images
     confidence: float = 0.0
+    quality: str = "failed"                       # 'ok' | 'low' | 'failed'
+    reason: str | None = None                     # plain reason when not 'ok'
 
 
 @dataclass
@@ -75,15 +89,17 @@ class CortexMeasurement:
     left: SideMeasurement
     mcw_mm: float | None
     mcw_px: float | None
-    klemetti_estimate: str | None   # 'C1' | 'C2' | 'C3'
-    quality: str                    # 'ok' | 'low' | 'failed' (nothing found, or confidence < FAIL_CONFIDENCE)
+    klemetti_estimate: str | None   # EXPERIMENTAL 'C1' | 'C2' | 'C3'; None when failed; never in decisions
+    quality: str                    # 'ok' | 'low' | 'failed'
     confidence: float
-    decision: bool | None           # mcw_mm < threshold_mm; None when spacing unknown or failed
+    decision: bool | None           # mcw_mm < threshold_mm; None when the spacing is unknown or failed
     spacing_source: str             # 'argument' | 'file' | 'unknown'
     pixel_spacing_mm: float | None
     threshold_mm: float
     path: str | None = None
     notes: list[str] = field(default_factory=list)
+    pmi: float | None = None        # mean PMI of the sides where the foramen was found
+    anatomy_mm_per_px: float | None = None  # the anatomical scale the search used (not a spacing)
 
     def sides(self) -> tuple[SideMeasurement, SideMeasurement]:
         return self.right, self.left
@@ -96,6 +112,7 @@ class CortexMeasurement:
             "confidence": _r(self.confidence, 3),
             "mcw_mm": _r(self.mcw_mm),
             "mcw_px": _r(self.mcw_px),
+            "pmi": _r(self.pmi, 3),
             "decision_low_mcw": self.decision,
             "threshold_mm": self.threshold_mm,
             "klemetti_estimate": self.klemetti_estimate,
@@ -105,12 +122,16 @@ class CortexMeasurement:
         for s in self.sides():
             p = s.side
             row[f"located_{p}"] = s.located
+            row[f"quality_{p}"] = s.quality
+            row[f"reason_{p}"] = s.reason
             row[f"mcw_{p}_mm"] = _r(s.mcw_mm)
             row[f"mcw_{p}_px"] = _r(s.mcw_px)
+            row[f"pmi_{p}"] = _r(s.pmi, 3)
             row[f"erosion_{p}"] = _r(s.erosion_score, 3)
             row[f"site_{p}_x"] = _r(s.site_xy[0], 1) if s.site_xy else None
             row[f"site_{p}_y"] = _r(s.site_xy[1], 1) if s.site_xy else None
             row[f"site_method_{p}"] = s.site_method
+            row[f"site_{p}_from_midline_mm"] = _r(s.site_distance_mm, 1)
         row["notes"] = "; ".join(self.notes)
         return row
 
@@ -121,9 +142,13 @@ class CortexMeasurement:
         for s in self.sides():
             out[f"side_{s.side}"] = {
                 "located": s.located,
+                "quality": s.quality,
+                "reason": s.reason,
                 "site_xy": _r2(s.site_xy),
                 "normal": _r2(s.normal, 4),
                 "site_method": s.site_method,
+                "site_distance_px": _r(s.site_distance_px, 1),
+                "klemetti_estimate_experimental": s.klemetti_estimate,
                 "roughness_mm": _r(s.roughness_mm, 3),
                 "porosity": _r(s.porosity, 3),
                 "confidence": _r(s.confidence, 3),
@@ -155,92 +180,214 @@ def resolve_spacing(image: Radiograph, pixel_spacing_mm: float | None) -> tuple[
 def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, threshold_mm: float = 3.0) -> CortexMeasurement:
     """Measure the mandibular cortical width below the mental foramen on both sides."""
     spacing, source = resolve_spacing(image, pixel_spacing_mm)
-    pixels = ct.normalise(np.asarray(image.pixels, dtype=np.float32))
-    h, w = pixels.shape
-    work_spacing = spacing if spacing is not None else ASSUMED_FIELD_HEIGHT_MM / h
-    midline = ct.find_midline(pixels, work_spacing)
-    # Image left half = patient's right.
-    right = _measure_side(pixels, work_spacing, midline, -1, "right")
-    left = _measure_side(pixels, work_spacing, midline, +1, "left")
-    sides = [s for s in (right, left) if s.located]
+    raw = np.asarray(image.pixels, dtype=np.float32)
+    pixels = ct.normalise(raw)          # profiles: the intensities' own shape (half-level crossings)
+    ranked = ct.rank_normalise(raw)     # border search: independent of the rendering curve
+    nominal = cb.anatomy_scale(pixels.shape)
     notes: list[str] = []
-    if spacing is None:
-        notes.append("pixel spacing unknown: widths in pixels only")
+    right, left = SideMeasurement(side="right"), SideMeasurement(side="left")
+    border = cb.find_border(ranked) if min(pixels.shape) >= 64 else None
+    if border is None:
         for s in (right, left):
-            s.mcw_mm = None  # measured on the assumed internal scale only
-    if not sides:
-        notes.append("inferior border / cortex not found")
-        return CortexMeasurement(right, left, None, None, None, "failed", 0.0, None, source, spacing,
-                                 threshold_mm, image.path, notes)
-    widths_px = [s.mcw_px for s in sides]
-    mcw_px = float(np.mean(widths_px))
-    mcw_mm = mcw_px * spacing if spacing is not None else None
-    # A panoramic image is near mirror-symmetric about the midline; a crop or a foreign image is not.
-    conf = float(np.mean([s.confidence for s in (right, left)])) * float(np.clip((midline.score - 0.35) / 0.3, 0, 1))
-    if midline.score < 0.5:
-        notes.append("image not left-right symmetric (cropped?)")
-    if len(sides) == 2:
-        a, b = widths_px
-        asym = abs(a - b) / max(a + b, 1e-9) * 2  # relative difference of the two sides
-        conf *= float(np.clip(1.0 - max(0.0, asym - 0.3), 0.0, 1.0))
-        if asym > 0.5:
-            notes.append("sides differ by more than 50%")
-    else:
-        notes.append("only one side located")
-    mm_assumed = mcw_px * work_spacing
-    if not PLAUSIBLE_MM[0] <= mm_assumed <= PLAUSIBLE_MM[1]:
-        conf *= 0.5
-        notes.append("implausible width")
-    quality = "ok" if conf >= OK_CONFIDENCE and len(sides) == 2 else "low" if conf >= FAIL_CONFIDENCE else "failed"
-    erosion = float(np.mean([s.erosion_score for s in sides]))
-    klemetti = "C1" if erosion < KLEMETTI_CUTS[0] else "C2" if erosion < KLEMETTI_CUTS[1] else "C3"
-    decision = bool(mcw_mm < threshold_mm) if mcw_mm is not None and quality != "failed" else None
-    return CortexMeasurement(right, left, mcw_mm, mcw_px, klemetti, quality, conf, decision, source, spacing,
-                             threshold_mm, image.path, notes)
+            s.reason = f"{s.side} border not found: image too small or blank"
+        notes.append("inferior border not found")
+        return _result(right, left, spacing, source, threshold_mm, image, notes, nominal)
+    midline_x, mid = _midline(pixels, nominal, border, notes)
+    # Image left half = patient's right. Both halves of one mandible have about the same length,
+    # and the sum of the two traced reaches does not depend on where the midline was put, so the
+    # proportional sites use their mean (the longer one when the other is clearly cut short).
+    halves = {d: border.side(midline_x, d) for d in (-1, 1)}
+    reaches = [float(_distance(h[0], midline_x, mid).max()) * nominal for h in halves.values() if h is not None]
+    shared = None
+    if reaches:
+        lo, hi = min(reaches), max(reaches)
+        shared = float(np.mean(reaches)) if lo >= 0.7 * hi else hi
+    for s, direction in ((right, -1), (left, +1)):
+        _measure_side(pixels, nominal, halves[direction], midline_x, mid, s, shared)
+    return _result(right, left, spacing, source, threshold_mm, image, notes, nominal)
 
 
-def _measure_side(pixels: np.ndarray, spacing: float, midline: ct.Midline, direction: int,
-                  name: str) -> SideMeasurement:
-    """Trace, read the band and measure one side; ``direction`` -1 = image left half."""
-    out = SideMeasurement(side=name)
-    h = pixels.shape[0]
-    x_low = midline.x0 + np.tan(midline.tilt_rad) * (0.8 * h - midline.y0)  # midline near the border
-    trace = ct.trace_border(pixels, spacing, x_low, direction)
-    if trace is None or len(trace.xy) < 10:
-        return out
-    prof, t = ct.profiles(pixels, trace, spacing)
-    trace = ct.refine_trace(trace, ct.read_band(prof, t), spacing)
+def _midline(pixels: np.ndarray, nominal: float, border: cb.Border,
+             notes: list[str]) -> tuple[float, ct.Midline | None]:
+    """x of the midline at the border, and the symmetry axis when it is trusted."""
+    finite = np.isfinite(border.ys)
+    chin_x = border.chin_x
+    if finite.any():
+        # Centre of the lowest stretch of the traced border (the chin), robust to a flat bottom.
+        y = np.where(finite, border.ys, -np.inf)
+        low = y >= np.max(y) - 2.0 / nominal
+        chin_x = float(np.median(border.xs[low]))
+    w = pixels.shape[1]
+    if min(chin_x, w - 1 - chin_x) * nominal < CHIN_EDGE_MM:
+        # The lowest point is at the image's side: the chin is cut off and only one side is shown.
+        return (0.0 if chin_x < w / 2 else float(w - 1)), None
+    mid = ct.find_midline(pixels, nominal)
+    y_chin = float(np.nanmax(border.ys)) if finite.any() else pixels.shape[0] * 0.9
+    x_sym = mid.x0 + np.tan(mid.tilt_rad) * (y_chin - mid.y0)
+    if mid.score >= MIDLINE_MIN_SCORE and abs(x_sym - chin_x) * nominal <= MIDLINE_AGREE_MM:
+        return float(x_sym), mid
+    if mid.score >= SYMMETRIC_SCORE:
+        # A clearly symmetric image whose traced U is off its axis: the trace is not the mandible.
+        notes.append("traced border is off the image's symmetry axis (not a full panoramic view?)")
+    return chin_x, None
+
+
+def _distance(xy: np.ndarray, midline_x: float, mid: ct.Midline | None) -> np.ndarray:
+    if mid is None:
+        return np.abs(xy[:, 0] - midline_x)
+    return np.abs(mid.horizontal_distance(xy))
+
+
+def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, float] | None, midline_x: float,
+                  mid: ct.Midline | None, out: SideMeasurement, reach_mm: float | None) -> None:
+    """Read the band along one side's traced border and measure it at the site, in place."""
+    name = out.side
+    if half is None or reach_mm is None:
+        out.reason = f"{name} border not found: image cropped?"
+        return
+    xy, support = half
+    step_px = ct.BORDER_STEP_MM / nominal
+    coarse = ct.resample_polyline(xy, step_px, nominal, support)
+    out.border = coarse.xy
+    prof, t = ct.profiles(pixels, coarse, nominal)
+    band0 = ct.read_band(prof, t)
+    trace = ct.refine_trace(coarse, band0, nominal)
     if trace is None:
-        return out
-    prof, t = ct.profiles(pixels, trace, spacing)
+        out.reason = f"{name} cortex not found along the traced border"
+        return
+    out.border = trace.xy
+    ok0 = np.isfinite(band0.width_mm)
+    out.endosteal = (coarse.xy + coarse.normals * (band0.inner_t / nominal)[:, None])[ok0]
+    dist_px = _distance(trace.xy, midline_x, mid)
+    own_reach = float(dist_px.max()) * nominal
+    site = cs.find_site(pixels, trace, nominal, dist_px * nominal, reach_mm)
+    out.site_method = site.method
+    # Second pass near the site only, perpendicular to the refined border.
+    reach_around = EROSION_HALF_STRETCH_MM + 2.0 + max(SITE_SHIFTS_MM)
+    around = np.nonzero(np.abs(trace.arc_mm - trace.arc_mm[site.index]) <= reach_around)[0]
+    sub = ct.Trace(xy=trace.xy[around], normals=trace.normals[around], arc_mm=trace.arc_mm[around],
+                   edge_strength=trace.edge_strength)
+    idx0 = int(np.searchsorted(around, site.index))
+    prof, t = ct.profiles(pixels, sub, nominal)
     band = ct.read_band(prof, t)
     valid = np.isfinite(band.width_mm)
-    outer_t = _fill(band.outer_t, valid)
-    out.border = trace.xy + trace.normals * (outer_t / spacing)[:, None]
-    out.endosteal = (trace.xy + trace.normals * (band.inner_t / spacing)[:, None])[valid]
-    idx, method = _find_site(pixels, trace, spacing, np.abs(midline.horizontal_distance(trace.xy)) * spacing)
-    out.site_method = method
-    near = np.abs(trace.arc_mm - trace.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
+    # Where the inner margin is not readable right at the site, the nearest readable stretch within
+    # a few mm is used (and said so): the width varies slowly along the body.
+    def readable(i: int) -> int:
+        """2 = clean band around border point i, 1 = readable but uneven, 0 = not readable."""
+        ok_i = (np.abs(sub.arc_mm - sub.arc_mm[i]) <= SITE_HALF_STRETCH_MM) & valid
+        n_i = (np.abs(sub.arc_mm - sub.arc_mm[i]) <= SITE_HALF_STRETCH_MM).sum()
+        if ok_i.sum() < 3 or ok_i.sum() < 0.5 * n_i:
+            return 0
+        w = band.width_mm[ok_i]
+        med = float(np.median(w))
+        if not PLAUSIBLE_MM[0] <= med <= PLAUSIBLE_MM[1]:
+            return 0
+        return 2 if float(np.subtract(*np.percentile(w, [75, 25]))) / med <= 0.25 else 1
+
+    candidates = []
+    for shift in (0.0,) + tuple(v for m in SITE_SHIFTS_MM for v in (-m, m)):
+        i = int(np.argmin(np.abs(sub.arc_mm - (sub.arc_mm[idx0] + shift))))
+        if abs(sub.arc_mm[i] - sub.arc_mm[idx0] - shift) <= 1.0:
+            candidates.append((i, readable(i)))
+    best = max((c for c in candidates), key=lambda c: c[1], default=(idx0, 0))  # first of the best grade
+    idx = best[0] if best[1] > 0 else idx0
+    near = np.abs(sub.arc_mm - sub.arc_mm[idx]) <= SITE_HALF_STRETCH_MM
     ok = near & valid
-    if ok.sum() < max(3, 0.3 * near.sum()):
-        return out
-    width_mm = float(np.median(band.width_mm[ok]))
+    share = ok.sum() / max(1, near.sum())
+    site_index = int(around[idx])
+    outer = float(np.median(band.outer_t[ok])) if ok.any() else 0.0
+    site_xy = sub.xy[idx] + sub.normals[idx] * float(np.clip(outer, -0.5, 0.5)) / nominal
+    out.site_xy = (float(site_xy[0]), float(site_xy[1]))
+    out.normal = (float(sub.normals[idx, 0]), float(sub.normals[idx, 1]))
+    out.site_distance_px = float(dist_px[site_index])
+    moved = abs(float(sub.arc_mm[idx] - sub.arc_mm[idx0]))
+    if moved > 0.5 and site.method == "mental_foramen":
+        site.foramen_height_mm = None  # the PMI belongs below the foramen only
+    if ok.sum() < 3 or share < 0.5:
+        out.reason = f"{name} inner margin not continuous at the site"
+        return
+    width = float(np.median(band.width_mm[ok]))  # anatomical mm
+    spread = float(np.subtract(*np.percentile(band.width_mm[ok], [75, 25]))) / max(width, 1e-6)
+    plausible = PLAUSIBLE_MM[0] <= width <= PLAUSIBLE_MM[1]
+    conf = (np.clip((support - 0.15) / 0.35, 0, 1) * share * np.clip(1.2 - 2 * spread, 0, 1)
+            * np.clip((own_reach - cb.BODY_MIN_MM) / 20.0, 0, 1) * (1.0 if plausible else 0.3))
+    out.confidence = float(conf)
+    if not plausible:
+        reason = f"{name} width implausible ({width:.1f} mm on the anatomical scale)"
+    elif support < 0.3:
+        reason = f"{name} border weak or unclear"
+    elif spread > 0.25:
+        reason = f"{name} cortical width uneven at the site"
+    elif share < 0.9:
+        reason = f"{name} inner margin partly missing at the site"
+    else:
+        reason = f"{name} border traced only {own_reach:.0f} mm from the midline" if conf < SIDE_OK else None
+    if conf < SIDE_LOW:
+        out.reason = reason or f"{name} measurement unreliable"
+        return
+    out.quality = "ok" if conf >= SIDE_OK else "low"
+    out.reason = reason if out.quality == "low" else None
+    if moved > 0.5:
+        note = f"{name} site moved {moved:.1f} mm along the border (band unreadable right at it)"
+        out.reason = f"{out.reason}; {note}" if out.reason else note
     out.located = True
-    out.mcw_mm = width_mm
-    out.mcw_px = width_mm / spacing
-    out.site_xy = (float(out.border[idx, 0]), float(out.border[idx, 1]))
-    out.normal = (float(trace.normals[idx, 0]), float(trace.normals[idx, 1]))
-    out.roughness_mm, out.porosity, out.erosion_score = _erosion(trace, band, idx)
-    # Confidence: edge strength of the trace, share of valid profiles at the site, spread there.
-    spread = float(np.subtract(*np.percentile(band.width_mm[ok], [75, 25]))) / max(width_mm, 1e-6)
-    # Shape: the inferior border of the body rises from the chin toward the angle and runs the
-    # whole traced stretch (an upside-down or cropped image fails this).
-    rise_mm = float(trace.xy[0, 1] - trace.xy[-1, 1]) * spacing
-    length_mm = float(trace.arc_mm[-1])
-    shape = np.clip((rise_mm - MIN_RISE_MM) / 10.0, 0, 1) * np.clip((length_mm - 30.0) / 30.0, 0, 1)
-    out.confidence = float(np.clip(trace.edge_strength, 0, 1) * (ok.sum() / near.sum())
-                           * np.clip(1.2 - spread, 0, 1) * shape)
-    return out
+    out.mcw_px = width / nominal
+    if site.foramen_height_mm is not None and site.foramen_height_mm > width:
+        out.pmi = width / site.foramen_height_mm
+    out.roughness_mm, out.porosity, out.erosion_score = _erosion(sub, band, idx)
+    out.klemetti_estimate = _klemetti(out.erosion_score)
+
+
+def _klemetti(score: float | None) -> str | None:
+    if score is None:
+        return None
+    return "C1" if score < KLEMETTI_CUTS[0] else "C2" if score < KLEMETTI_CUTS[1] else "C3"
+
+
+def _result(right: SideMeasurement, left: SideMeasurement, spacing: float | None, source: str,
+            threshold_mm: float, image: Radiograph, notes: list[str], nominal: float) -> CortexMeasurement:
+    """Combine the sides: widths in mm with a trusted spacing, quality, decision, notes."""
+    for s in (right, left):
+        if s.reason:
+            notes.append(s.reason)
+        if spacing is not None and s.located:
+            s.mcw_mm = s.mcw_px * spacing
+        if spacing is not None and s.site_distance_px is not None:
+            s.site_distance_mm = s.site_distance_px * spacing
+    sides = [s for s in (right, left) if s.located]
+    if spacing is None:
+        notes.append("pixel spacing unknown: widths in pixels only")
+    else:
+        ratio = spacing / nominal
+        if not SPACING_RATIO[0] <= ratio <= SPACING_RATIO[1]:
+            notes.append(f"pixel spacing {spacing:g} mm looks implausible for this image's anatomy "
+                         f"(about {nominal:.2f} mm expected)")
+    if not sides:
+        return CortexMeasurement(right, left, None, None, None, "failed", 0.0, None, source, spacing,
+                                 threshold_mm, image.path, notes, None, nominal)
+    mcw_px = float(np.mean([s.mcw_px for s in sides]))
+    mcw_mm = mcw_px * spacing if spacing is not None else None
+    conf = float(np.mean([s.confidence for s in (right, left)]))
+    quality = "ok" if all(s.quality == "ok" for s in (right, left)) else "low"
+    if len(sides) == 2:
+        a, b = right.mcw_px, left.mcw_px
+        asym = abs(a - b) / max(a + b, 1e-9) * 2
+        if asym > ASYM_LIMIT:
+            quality = "low"
+            conf *= float(np.clip(1.0 - (asym - ASYM_LIMIT), 0.0, 1.0))
+            notes.append(f"sides differ by {asym:.0%}")
+    if any(n.startswith("pixel spacing") and "implausible" in n for n in notes):
+        quality = "low"
+    if any(n.startswith("traced border is off") for n in notes):
+        quality = "low"
+        conf *= 0.5
+    pmis = [s.pmi for s in sides if s.pmi is not None]
+    pmi = float(np.mean(pmis)) if pmis else None
+    erosion = float(np.mean([s.erosion_score for s in sides]))
+    decision = bool(mcw_mm < threshold_mm) if mcw_mm is not None else None
+    return CortexMeasurement(right, left, mcw_mm, mcw_px, _klemetti(erosion), quality, conf, decision, source,
+                             spacing, threshold_mm, image.path, notes, pmi, nominal)
 
 
 def _fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -249,15 +396,6 @@ def _fill(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
         return np.zeros_like(values)
     i = np.arange(values.size)
     return np.interp(i, i[valid], values[valid])
-
-
-def _find_site(pixels: np.ndarray, trace: ct.Trace, spacing: float, dist_mm: np.ndarray) -> tuple[int, str]:
-    """Index on the trace of the measurement site, and how it was found: below a clearly visible
-    mental foramen, else at ``SITE_FROM_MIDLINE_MM`` from the symmetry axis."""
-    found = ct.find_foramen(pixels, trace, spacing, dist_mm)
-    if found is not None:
-        return found[0], "mental_foramen"
-    return int(np.argmin(np.abs(dist_mm - SITE_FROM_MIDLINE_MM))), "fixed_distance"
 
 
 def _erosion(trace: ct.Trace, band: ct.Band, idx: int) -> tuple[float, float, float]:
@@ -269,65 +407,3 @@ def _erosion(trace: ct.Trace, band: ct.Band, idx: int) -> tuple[float, float, fl
     poro = float(np.nanmean(band.porosity[near])) if near.any() else 0.0
     score = 0.5 * min(rough / ROUGH_REF_MM, 1.0) + 0.5 * min(poro / POROSITY_REF, 1.0)
     return rough, poro, score
-
-
-def draw_overlay(image: Radiograph, measurement: CortexMeasurement) -> np.ndarray:
-    """The radiograph in colour with traced border (cyan), endosteal margin (yellow), sites and widths."""
-    grey = (np.clip(image.pixels, 0, 1) * 255).astype(np.uint8)
-    vis = cv2.cvtColor(grey, cv2.COLOR_GRAY2BGR)
-    h, w = grey.shape
-    lw = max(1, round(min(h, w) / 400))
-    font = max(0.4, min(h, w) / 700)
-    for s in measurement.sides():
-        if len(s.border):
-            cv2.polylines(vis, [np.round(s.border).astype(np.int32)], False, (255, 255, 0), lw, cv2.LINE_AA)
-        if len(s.endosteal) > 1:
-            cv2.polylines(vis, _runs(s.endosteal), False, (0, 220, 255), lw, cv2.LINE_AA)
-        if s.located and s.site_xy and s.normal and s.mcw_px:
-            p0 = np.array(s.site_xy)
-            p1 = p0 + np.array(s.normal) * s.mcw_px
-            cv2.line(vis, _pt(p0), _pt(p1), (0, 0, 255), lw + 1, cv2.LINE_AA)
-            cv2.circle(vis, _pt(p0), 3 * lw, (0, 0, 255), -1, cv2.LINE_AA)
-            text = f"{s.side[0].upper()}: " + (f"{s.mcw_mm:.1f} mm" if s.mcw_mm is not None else f"{s.mcw_px:.0f} px")
-            # Beside the site, above the endosteal margin (inside the bone), centred on it.
-            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, lw)
-            org = p1 + np.array(s.normal) * 1.5 * th + np.array([-tw / 2, th / 2])
-            _text(vis, text, org, font, lw)
-    head = _headline(measurement)
-    _text(vis, head, np.array([10.0 * lw, 30.0 * font + 5]), font, lw,
-          colour=(0, 0, 255) if measurement.quality != "ok" else (0, 255, 0))
-    return vis
-
-
-def _runs(points: np.ndarray) -> list[np.ndarray]:
-    """Split a polyline where points are missing (a gap of more than 3 steps), for drawing."""
-    step = np.hypot(*np.diff(points, axis=0).T)
-    cuts = np.nonzero(step > 3 * np.median(step))[0] + 1
-    return [np.round(run).astype(np.int32) for run in np.split(points, cuts) if len(run) > 1]
-
-
-def _headline(m: CortexMeasurement) -> str:
-    if m.quality == "failed":
-        return "FAILED: " + "; ".join(m.notes)
-    width = f"MCW {m.mcw_mm:.2f} mm" if m.mcw_mm is not None else f"MCW {m.mcw_px:.1f} px (spacing unknown)"
-    text = f"{width}  {m.klemetti_estimate}  conf {np.floor(m.confidence * 100) / 100:.2f}"
-    if m.decision is not None:
-        text += f"  {'< ' if m.decision else '>= '}{m.threshold_mm:g} mm"
-    if m.quality == "low":
-        text = "LOW QUALITY - check by eye. " + text
-    return text
-
-
-def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(p[0])), int(round(p[1]))
-
-
-def _text(img: np.ndarray, text: str, org: np.ndarray, scale: float, lw: int,
-          colour: tuple[int, int, int] = (255, 255, 255)) -> None:
-    """Text with a dark outline so it reads on any background."""
-    h, w = img.shape[:2]
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, lw)
-    x = int(np.clip(org[0], 2, max(2, w - tw - 2)))
-    y = int(np.clip(org[1], th + 2, h - 4))
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), lw + 2, cv2.LINE_AA)
-    cv2.putText(img, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, lw, cv2.LINE_AA)

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+RANK_BINS = 4096          # intensity levels of the rank normalisation
 WORK_MM = 0.5             # working grid of the border trace (mm per pixel)
 EDGE_SIGMA_MM = 1.0       # smoothing before the vertical gradient
 MIDLINE_EXCLUDE_MM = 14.0  # half-width of the midline zone left out (spine ghost, chin soft tissue)
@@ -28,6 +29,8 @@ MAX_SLOPE = 2             # DP: at most this many working rows per working colum
 SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
 BORDER_STEP_MM = 0.5      # spacing of the border polyline points used for profiles
 NORMAL_SMOOTH_MM = 3.0    # the border is smoothed at this scale before taking normals
+JUMP_MM = 0.8             # refined periosteal offsets further than this from their running median are dropped
+JUMP_WINDOW_MM = 10.0     # ... taken over this much border
 REFINE_SMOOTH_MM = 1.5    # smoothing of the measured periosteal edge along the border
 PROFILE_RANGE_MM = (-3.0, 10.0)  # profile extent along the normal (negative = below the border)
 PROFILE_STEP_MM = 0.05
@@ -37,6 +40,8 @@ EDGE_MAX_STEP_MM = 0.4    # band edges move at most this between neighbouring bo
 EDGE_PENALTY = 0.003      # per squared profile sample of edge movement
 INNER_DECAY_MM = 6.0      # the endosteal step's reward decays as exp(-depth / this)
 MIN_WIDTH_MM, MAX_WIDTH_MM = 0.5, 9.0  # a cortical band outside this is not accepted
+MIN_CONTRAST = 0.01       # cortex brighter than soft tissue / trabecular bone by at least this
+MIN_DROP = 0.1            # fallback endosteal step: at least this fraction of the profiles' strong gradients
 
 
 @dataclass
@@ -68,27 +73,40 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     return np.clip((pixels - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
 
 
+def rank_normalise(pixels: np.ndarray) -> np.ndarray:
+    """Map intensities to their rank (the image's own cumulative histogram, ``RANK_BINS`` levels):
+    any increasing intensity map (gamma, window, the device's or the export's LUT) gives the same
+    image, so the border search does not depend on the rendering curve."""
+    p = np.asarray(pixels, dtype=np.float32)
+    lo, hi = float(p.min()), float(p.max())
+    if hi - lo <= 1e-9:
+        return np.zeros_like(p)
+    q = ((p - lo) * ((RANK_BINS - 1) / (hi - lo))).astype(np.int32)
+    cdf = np.cumsum(np.bincount(q.ravel(), minlength=RANK_BINS)).astype(np.float64)
+    cdf = (cdf - 0.5 * np.diff(np.concatenate([[0.0], cdf]))) / cdf[-1]  # mid-rank of each level
+    return cdf.astype(np.float32)[q]
+
+
 def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
     """Minimum-cost path through ``cost`` (rows x columns), one row per column, the row changing by
     at most ``max_step`` between neighbouring columns at ``penalty`` per squared step."""
     n_rows, n_cols = cost.shape
-    acc = cost[:, 0].copy()
-    back = np.zeros((n_rows, n_cols), dtype=np.int16)
     offsets = np.arange(-max_step, max_step + 1)
-    rows = np.arange(n_rows)
+    pen = penalty * offsets.astype(np.float64) ** 2
+    acc = np.full(n_rows + 2 * max_step, np.inf)
+    acc[max_step:max_step + n_rows] = cost[:, 0]
+    back = np.zeros((n_cols, n_rows), dtype=np.int16)
+    cost_t = np.ascontiguousarray(cost.T)
     for j in range(1, n_cols):
-        cands = np.full((offsets.size, n_rows), np.inf)
-        for k, d in enumerate(offsets):
-            src = rows + d
-            ok = (src >= 0) & (src < n_rows)
-            cands[k, ok] = acc[src[ok]] + penalty * d * d
-        best = np.argmin(cands, axis=0)
-        acc = cands[best, rows] + cost[:, j]
-        back[:, j] = offsets[best]
+        # windows[r, k] = acc[r + offsets[k]] (padded with inf outside the rows)
+        cands = np.lib.stride_tricks.sliding_window_view(acc, offsets.size) + pen
+        best = np.argmin(cands, axis=1)
+        acc[max_step:max_step + n_rows] = cands[np.arange(n_rows), best] + cost_t[j]
+        back[j] = offsets[best]
     path = np.empty(n_cols, dtype=np.int64)
-    path[-1] = int(np.argmin(acc))
+    path[-1] = int(np.argmin(acc[max_step:max_step + n_rows]))
     for j in range(n_cols - 1, 0, -1):
-        path[j - 1] = path[j] + back[path[j], j]
+        path[j - 1] = path[j] + back[j, path[j]]
     return path
 
 
@@ -139,7 +157,7 @@ def trace_border(pixels: np.ndarray, spacing_mm: float, midline_x: float, side: 
     # Back to input pixels (centre-of-pixel convention of cv2.resize).
     x = (x_small + 0.5) / f - 0.5
     y = ndimage.gaussian_filter1d((y_small + 0.5).astype(float), 2.0) / f - 0.5
-    return _resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
+    return resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
 
 
 def _longest_run(mask: np.ndarray) -> np.ndarray:
@@ -152,7 +170,7 @@ def _longest_run(mask: np.ndarray) -> np.ndarray:
     return np.arange(starts[k], ends[k])
 
 
-def _resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
+def resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
     """Resample a polyline at equal arc steps and attach unit normals pointing up into the bone."""
     seg = np.hypot(*np.diff(xy, axis=0).T)
     arc = np.concatenate([[0.0], np.cumsum(seg)])
@@ -175,9 +193,15 @@ def refine_trace(trace: Trace, band: Band, spacing_mm: float) -> Trace | None:
         return None
     i = np.arange(valid.size)
     outer = np.interp(i, i[valid], band.outer_t[valid])
+    # Jump rejection: a periosteal step that leaves the border's own course (a fainter inner step,
+    # a double contour) by more than JUMP_MM is dropped and bridged from its neighbours.
+    course = ndimage.median_filter(outer, size=max(3, round(JUMP_WINDOW_MM / BORDER_STEP_MM) | 1), mode="nearest")
+    keep = valid & (np.abs(outer - course) <= JUMP_MM)
+    if keep.sum() >= max(5, 0.2 * valid.size):
+        outer = np.interp(i, i[keep], band.outer_t[keep])
     xy = trace.xy + trace.normals * (outer / spacing_mm)[:, None]
     xy = ndimage.gaussian_filter1d(xy, REFINE_SMOOTH_MM / BORDER_STEP_MM, axis=0, mode="nearest")
-    return _resample_polyline(xy, BORDER_STEP_MM / spacing_mm, spacing_mm, trace.edge_strength)
+    return resample_polyline(xy, BORDER_STEP_MM / spacing_mm, spacing_mm, trace.edge_strength)
 
 
 def profiles(pixels: np.ndarray, trace: Trace, spacing_mm: float) -> tuple[np.ndarray, np.ndarray]:
@@ -206,6 +230,23 @@ def _crossing(p: np.ndarray, t: np.ndarray, level: float, i0: int, i1: int, risi
     return float(pos[np.argmin(np.abs(pos - near))])
 
 
+def _steepest(d: np.ndarray, t: np.ndarray, i0: int, i1: int) -> float:
+    """Sub-sample position of the steepest rise of a profile (gradient ``d``) in d[i0:i1]: the
+    periosteal edge. A real border rises sharply from the soft tissue and then keeps brightening
+    slowly into the bone, so a half-level between soft tissue and the band's bright part would sit
+    inside the bone; the steepest point is where a blurred step edge is."""
+    i0, i1 = max(i0, 1), min(i1, d.size - 1)
+    if i1 - i0 < 1:
+        return float("nan")
+    k = i0 + int(np.argmax(d[i0:i1]))
+    if d[k] <= 0:
+        return float("nan")
+    y0, y1, y2 = d[k - 1], d[k], d[k + 1]
+    den = y0 - 2 * y1 + y2
+    off = 0.5 * (y0 - y2) / den if den < 0 else 0.0
+    return float(t[k] + np.clip(off, -1, 1) * (t[1] - t[0]))
+
+
 def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     """Find the periosteal and endosteal edges of the bright cortical band on each profile.
 
@@ -220,8 +261,10 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     d = np.gradient(prof, step, axis=1)
     scale = max(float(np.percentile(np.abs(d), 99)), 1e-9)
 
+    t0, last = float(t[0]), t.size - 1
+
     def idx(v: float) -> int:
-        return int(np.clip(round((v - t[0]) / step), 0, t.size - 1))
+        return min(max(round((float(v) - t0) / step), 0), last)
 
     max_step = max(1, round(EDGE_MAX_STEP_MM / step))
     penalty = EDGE_PENALTY * (PROFILE_STEP_MM / step) ** 2
@@ -247,15 +290,23 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         bg = float(np.median(p[idx(to - 1.5):idx(to - 0.5) + 1]))
         cortex = float(np.percentile(p[io[i]:ii[i] + 1], 75))
         trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
-        if cortex - bg <= 0 or cortex - trab <= 0:
+        if cortex - bg <= MIN_CONTRAST:
             continue
-        o = _crossing(p, t, 0.5 * (bg + cortex), idx(to - 1.5), idx(to + 1.5) + 1, True, to)
-        e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 1.0), idx(ti + 1.0) + 1, False, ti)
+        o = _steepest(d[i], t, idx(to - 0.5), idx(to + 0.5) + 1)
+        # The endosteal margin: the half-level crossing between cortex and trabecular bone where
+        # the trabecular bone is clearly darker (as on most images); on real radiographs the bone
+        # above often stays as bright as the cortex (overlapping soft tissue), and then the
+        # strongest inward drop found by the path above is the margin.
+        e = float("nan")
+        if cortex - trab > MIN_CONTRAST:
+            e = _crossing(p, t, 0.5 * (cortex + trab), idx(ti - 1.0), idx(ti + 1.0) + 1, False, ti)
+        if np.isnan(e) and d[i, min(ii[i], t.size - 1)] < -MIN_DROP * scale:
+            e = ti
         if np.isnan(o) or np.isnan(e) or not (MIN_WIDTH_MM <= e - o <= MAX_WIDTH_MM):
             continue
         outer[i], inner[i] = o, e
         band = p[idx(o):idx(e) + 1]
-        porosity[i] = float(np.mean(band < 0.5 * (cortex + trab)))
+        porosity[i] = float(np.mean(band < 0.5 * (cortex + trab))) if cortex > trab else 0.0
     return Band(outer_t=outer, inner_t=inner, porosity=porosity)
 
 
@@ -335,8 +386,8 @@ def find_midline(pixels: np.ndarray, spacing_mm: float) -> Midline:
     yc = sh / 2.0
     best = (-np.inf, sw / 2.0, 0.0)
     margin = SYMMETRY_SHIFT_MM / SYMMETRY_MM
-    for tilt in np.deg2rad(np.arange(-SYMMETRY_TILT_DEG, SYMMETRY_TILT_DEG + 1e-9, 0.5)):
-        for xc in np.arange(sw / 2.0 - margin, sw / 2.0 + margin + 1e-9, 0.5):
+    for tilt in np.deg2rad(np.arange(-SYMMETRY_TILT_DEG, SYMMETRY_TILT_DEG + 1e-9, 1.0)):
+        for xc in np.arange(sw / 2.0 - margin, sw / 2.0 + margin + 1e-9, 1.0):
             # Reflection about the line through (xc, yc) with direction (sin t, cos t).
             c2, s2 = np.cos(2 * tilt), np.sin(2 * tilt)
             m = np.array([[-c2, s2], [s2, c2]])

@@ -42,6 +42,7 @@ MANIFEST_COLUMNS = (
     "patient_id",
     "age",
     "sex",
+    "weight_kg",
     "tscore",
     "klemetti",
     "mcw_left_mm",
@@ -50,7 +51,7 @@ MANIFEST_COLUMNS = (
     "split",
 )
 REQUIRED_COLUMNS = ("path", "label")
-NUMERIC_COLUMNS = ("age", "tscore", "mcw_left_mm", "mcw_right_mm")  # must be numbers when filled
+NUMERIC_COLUMNS = ("age", "weight_kg", "tscore", "mcw_left_mm", "mcw_right_mm")  # must be numbers when filled
 MANIFEST_NAME = "manifest.csv"
 INFO_NAME = "dataset.json"  # optional sidecar describing the data set's provenance
 

@@ -38,7 +38,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -86,6 +86,9 @@ class Radiograph:
     path: str | None = None
     patient_id: str | None = None  # DICOM PatientID only (never the patient's name)
     chroma: float = 0.0  # how much the colour varied before conversion to grey (0 = grey; the gate)
+    # DICOM PatientAge (years) / PatientSex / PatientWeight (kg) when present, for the clinical risk index
+    # (osteopano.prepare.risk); patient data: never logged, never in a repr
+    patient: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -577,6 +580,7 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool,
             source_format="dicom",
             path=str(name),
             patient_id=_patient_id(ds),
+            patient=_patient(ds),
         )
     unit, spacing = _square_pixels(_dicom_to_unit(ds, arr), row_mm, col_mm, name)
     return Radiograph(
@@ -586,6 +590,7 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool,
         source_format="dicom",
         path=str(name),
         patient_id=_patient_id(ds),
+        patient=_patient(ds),
     )
 
 
@@ -700,6 +705,12 @@ def _dicom_spacings(ds: Any) -> tuple[float | None, float | None]:
                 col = None
             return row, col
     return None, None
+
+
+def _patient(ds: Any) -> dict[str, Any] | None:
+    from osteopano.prepare.risk import dicom_patient
+
+    return dicom_patient(ds) or None
 
 
 def _patient_id(ds: Any) -> str | None:

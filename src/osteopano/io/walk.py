@@ -84,7 +84,7 @@ def relative_name(path: Path, roots: Iterable[Path]) -> str:
 
 
 # the suffixes outputs are written with (reports, heatmaps, overlays, DICOM and FHIR results)
-OUTPUT_SUFFIXES = (".html", ".pdf", "_gradcam.png", "_cortex.png", "_sr.dcm", "_sc.dcm", ".fhir.json")
+OUTPUT_SUFFIXES = (".html", ".pdf", "_gradcam.png", "_cortex.png", "_sr.dcm", "_sc.dcm", "_fhir.json")
 
 
 class OutputNames:

@@ -248,7 +248,7 @@ def _overall_group(source: Any, m: CortexMeasurement, algorithm: Any, model_scor
         name=codes.DCM.ImageQuality, value=_code(f"quality-{m.quality}", f"Measurement quality {m.quality}"))]
     if m.klemetti_estimate:
         evaluations.append(hd.sr.QualitativeEvaluation(
-            name=_code("klemetti", "Klemetti-like cortex class (automatic estimate)"),
+            name=_code("klemetti", "Klemetti-like class (experimental)"),
             value=_code(m.klemetti_estimate, f"Klemetti {m.klemetti_estimate}")))
     if m.decision is not None:
         evaluations.append(hd.sr.QualitativeEvaluation(

@@ -38,7 +38,7 @@ from osteopano.io.files import atomic_write_bytes, atomic_write_text
 from osteopano.model.card import CardView
 from osteopano.render.display import display_u8, png_data_uri
 from osteopano.render.texts import (DISCLAIMER, MCW_THRESHOLD_MM, classical_decision_text, decision_text,
-                                    format_probability, format_width, plain_language)
+                                    format_probability, format_width, plain_language, risk_texts)
 
 HTML_WIDTH = 1200   # images in the HTML are downscaled to this width (px)
 TEMPLATE = "report.html"
@@ -175,8 +175,6 @@ def _mcw_context(m: Any) -> dict[str, Any] | None:
         notes.append("Low-confidence measurement: check it on the image.")
     elif quality == "failed":
         notes.append("The automatic measurement failed.")
-    if getattr(m, "klemetti_estimate", None):
-        notes.append(f"Estimated Klemetti index: {m.klemetti_estimate}.")
     return {"rows": rows, "threshold": f"{limit:g} mm", "quality": quality, "notes": notes}
 
 
@@ -219,6 +217,7 @@ def report_context(radiograph: Any, result: Any, card: dict[str, Any] | None,
         "card_rows": _card_rows(view, result, threshold),
         "intended_use": view.intended_use,
         "mcw": _mcw_context(measurement),
+        "risk": risk_texts(getattr(result, "risk", None)),
         "version": __version__,
         "disclaimer": DISCLAIMER,
         "grey": display_u8(pixels),

@@ -15,8 +15,6 @@ REFER = "Refer for DXA bone-density assessment"
 NO_REFER = "No referral suggested by this screen"
 NOT_SCREENED = "Not screened: the image could not be analysed"
 MCW_THRESHOLD_MM = 3.0
-OK_CONFIDENCE = 0.6   # as osteopano.cortex.measure: a side below is 'low confidence'
-PLAUSIBLE_MM = (1.0, 8.0)
 NOT_DECIDED = "No decision from the cortical width"
 
 
@@ -110,16 +108,13 @@ def _mcw_sentence(m: Any, refer: bool) -> str:
 
 
 def side_reasons(side: Any) -> list[str]:
-    """Plain-language reasons why one side's measurement is doubtful (empty when it looks fine)."""
-    if not side.located:
-        return ["the lower border of the mandible was not found on this side"]
-    reasons = []
-    if side.confidence < OK_CONFIDENCE:
-        reasons.append(f"low confidence ({side.confidence:.2f}): check the traced lines on the image")
-    if side.site_method == "fixed_distance":
-        reasons.append("the mental foramen was not found: measured at the usual distance from the midline")
-    if side.mcw_mm is not None and not PLAUSIBLE_MM[0] <= side.mcw_mm <= PLAUSIBLE_MM[1]:
-        reasons.append(f"the width is outside the usual adult range ({PLAUSIBLE_MM[0]:g}-{PLAUSIBLE_MM[1]:g} mm)")
+    """Plain-language reasons why one side's measurement is doubtful or missing (empty when it is 'ok'):
+    the measurement's own reason for the side (``osteopano.cortex``), and how the site was found."""
+    reasons = [side.reason] if getattr(side, "reason", None) else []
+    if not side.located and not reasons:
+        reasons.append("the lower border of the mandible was not found on this side")
+    if side.located and side.site_method not in (None, "mental_foramen"):
+        reasons.append("the mental foramen was not seen: the site was placed from the mandible's proportions")
     return reasons
 
 
@@ -178,3 +173,54 @@ def measurement_texts(m: Any) -> dict[str, str]:
                    "cannot rule osteoporosis out. If you are worried about your bones, or have broken a bone in a "
                    "minor fall, talk to your doctor about a DXA scan.")
     return {"dentist": dentist, "patient": patient}
+
+
+# ----------------------------------------------------------------------------- the clinical risk index
+
+RISK_TITLE = "Clinical risk index (OST) beside the cortical width"
+RISK_CATEGORIES = {"high": "high risk (OST below -4)", "moderate": "moderate risk (OST -4 to -1)",
+                   "low": "low risk (OST above -1)"}
+COMBINED = {
+    "refer": "Refer for DXA bone-density assessment (the cortical width is below the threshold, or the OST "
+             "is high risk)",
+    "consider": "Consider referral for DXA (moderate OST with a cortical width within 0.5 mm above the "
+                "threshold)",
+    "no": "No referral suggested by the combined rule",
+    None: "No combined result (it needs the OST, and the cortical width in mm unless the OST is high)",
+}
+RISK_NOT_VALIDATED = ("The combined rule follows the OSTEODENT project's approach of using the radiographic index "
+                      "together with a clinical risk index; osteopano did not validate it. It is a prompt to "
+                      "consider a bone-density assessment, not a diagnosis.")
+RISK_SOURCES = (
+    "OST = 0.2 x (weight in kg - age in years), truncated; high risk < -4, moderate -4 to -1, low > -1: "
+    "Koh LK et al., Osteoporos Int 2001;12:699-705 (derived in Asian postmenopausal women, validated mostly "
+    "in women).",
+    "MCW threshold 3 mm: Devlin H, Horner K, Osteoporos Int 2002;13:373-378; Taguchi A et al.",
+    "MCW with a clinical risk index: Karayianni K, Horner K et al., Bone 2007;40:223-229 (MCW with OSIRIS, the "
+    "OSTEODENT project); Horner K et al. 2010 (the OSTEODENT index).",
+)
+_SOURCE_WORDS = {"option": "entered", "manifest": "from the manifest", "file": "from the DICOM header"}
+
+
+def risk_texts(risk: Any) -> dict[str, Any] | None:
+    """Display-ready values of a ``osteopano.prepare.risk.RiskIndex`` for the report and the web page
+    (None without one). Never shows the age or weight themselves, only where they came from."""
+    if risk is None:
+        return None
+    if risk.ost is None:
+        ost_text = "not computed (" + "; ".join(risk.notes) + ")"
+    else:
+        ost_text = f"{risk.ost} ({RISK_CATEGORIES[risk.category]})"
+    inputs = ", ".join(f"{k.replace('_kg', '')} {_SOURCE_WORDS.get(v, v)}" for k, v in risk.sources.items())
+    return {
+        "title": RISK_TITLE,
+        "ost": risk.ost,
+        "category": risk.category,
+        "ost_text": ost_text,
+        "combined": risk.combined_referral,
+        "combined_text": COMBINED.get(risk.combined_referral, COMBINED[None]),
+        "inputs": inputs,
+        "notes": [n for n in risk.notes if risk.ost is not None],
+        "not_validated": RISK_NOT_VALIDATED,
+        "sources": list(RISK_SOURCES),
+    }

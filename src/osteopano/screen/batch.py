@@ -1,8 +1,8 @@
 """Batch screening of files and folders for ``osteopano predict`` and ``osteopano measure``.
 
 ``run_batch`` walks the inputs (``osteopano.io.walk``), screens them through a ``Screener`` a batch
-at a time, writes each image's extras (Grad-CAM overlay PNG, cortex overlay PNG, HTML + PDF report)
-under unique names (``OutputNames``: relative path and extension kept, nothing overwritten) and
+at a time, writes each image's extras (Grad-CAM overlay PNG, cortex overlay PNG, HTML + PDF report,
+for a DICOM input the DICOM SR + Secondary Capture, a FHIR Bundle for every measured input) under unique names (``OutputNames``: relative path and extension kept, nothing overwritten) and
 appends each batch's rows to the output (``osteopano.io.rows.RowWriter``) as soon as it is done, so
 memory stays flat and an interruption loses at most the batch in flight. ``--resume`` skips the
 images already done and screens again those whose row had an error.
@@ -22,6 +22,7 @@ from osteopano.io.files import atomic_path
 from osteopano.io.images import Radiograph
 from osteopano.io.rows import RowWriter, check_output_file, previous_rows
 from osteopano.io.walk import OutputNames, iter_image_paths
+from osteopano.prepare.risk import manifest_values
 from osteopano.prepare.spacing import manifest_spacings
 from osteopano.screen.prefetch import iter_screen_prefetched
 from osteopano.screen.result import ScreeningResult
@@ -37,9 +38,13 @@ class Outputs:
     report: Path | None = None
     overlays: Path | None = None
     jsonl_polylines: bool = False   # measure: the JSONL rows carry the traced polylines
+    dicom_out: Path | None = None   # SR (TID 1500) + Secondary Capture of the overlay, DICOM inputs only
+    fhir_out: Path | None = None    # FHIR Bundle (DiagnosticReport + Observations), every measured input
+    not_dicom: int = 0              # filled during the run: inputs that got no SR/SC (not DICOM)
 
     def folders(self) -> list[Path]:
-        return [d for d in (self.heatmaps, self.report, self.overlays) if d is not None]
+        return [d for d in (self.heatmaps, self.report, self.overlays, self.dicom_out, self.fhir_out)
+                if d is not None]
 
 
 @dataclass
@@ -68,7 +73,8 @@ def plan_batch(inputs: list[Path], outputs: Outputs, resume: bool) -> Plan:
     if outputs.out is not None:
         check_output_file(outputs.out)
     for option, folder in (("--heatmaps", outputs.heatmaps), ("--report", outputs.report),
-                           ("--overlays", outputs.overlays)):
+                           ("--overlays", outputs.overlays), ("--dicom-out", outputs.dicom_out),
+                           ("--fhir-out", outputs.fhir_out)):
         if folder is not None and folder.exists() and not folder.is_dir():
             raise DataError(f"{folder}: {option} must be a folder, and this is a file")
     done, failed = previous_rows(outputs.out) if resume and outputs.out is not None else (set(), set())
@@ -80,27 +86,29 @@ def plan_batch(inputs: list[Path], outputs: Outputs, resume: bool) -> Plan:
 
 
 def run_batch(screener: Screener, inputs: list[Path], plan: Plan, outputs: Outputs, *, resume: bool = False,
-              batch_size: int = 8, pixel_spacing_mm: float | None = None, covariates: dict[str, Any] | None = None
-              ) -> Iterator[list[Screened]]:
+              batch_size: int = 8, pixel_spacing_mm: float | None = None, covariates: dict[str, Any] | None = None,
+              clinical: dict[str, Any] | None = None) -> Iterator[list[Screened]]:
     """Screen ``plan.todo``, writing rows and extras; returns an iterator of each batch's ``Screened`` items.
-    The output file is checked (and, resuming, its columns compared) before anything is screened."""
+    The output file is checked (and, resuming, its columns compared) before anything is screened.
+    ``clinical``: age / sex / weight_kg for every image (the risk index; before manifest and DICOM values)."""
     if outputs.heatmaps is not None and not screener.supports_heatmaps:
         raise OsteopanoError(screener.heatmap_unavailable)
     writer = (RowWriter(outputs.out, screener.columns(), resume=resume, drop=plan.retried)
               if outputs.out is not None else None)
-    return _batches(screener, inputs, plan, outputs, writer, batch_size, pixel_spacing_mm, covariates)
+    return _batches(screener, inputs, plan, outputs, writer, batch_size, pixel_spacing_mm, covariates, clinical)
 
 
 def _batches(screener: Screener, inputs: list[Path], plan: Plan, outputs: Outputs, writer: RowWriter | None,
-             batch_size: int, pixel_spacing_mm: float | None, covariates: dict[str, Any] | None
-             ) -> Iterator[list[Screened]]:
+             batch_size: int, pixel_spacing_mm: float | None, covariates: dict[str, Any] | None,
+             clinical: dict[str, Any] | None = None) -> Iterator[list[Screened]]:
     heatmap = outputs.heatmaps is not None or (outputs.report is not None and screener.supports_heatmaps)
     names = OutputNames(inputs, outputs.folders())
     spacings = manifest_spacings(plan.todo)
     try:
         for pairs in iter_screen_prefetched(screener, plan.todo, heatmap=heatmap, batch_size=batch_size,
                                             pixel_spacing_mm=pixel_spacing_mm, spacings=spacings,
-                                            covariates=covariates):
+                                            covariates=covariates, clinical=clinical,
+                                            clinical_manifest=manifest_values(plan.todo)):
             batch = [_finish(screener, result, image, outputs, names) for result, image in pairs]
             if writer is not None:
                 writer.write([item.row for item in batch])
@@ -130,7 +138,8 @@ def _finish(screener: Screener, result: ScreeningResult, image: Radiograph | Non
         if outputs.heatmaps is not None:
             item.files["heatmap"] = _write_png(outputs.heatmaps / f"{stem}_gradcam.png", heat)
     cortex_rgb = None
-    if result.measurement is not None and (outputs.overlays is not None or outputs.report is not None):
+    if result.measurement is not None and (outputs.overlays is not None or outputs.report is not None
+                                           or outputs.dicom_out is not None):
         import cv2
 
         from osteopano.cortex.measure import draw_overlay
@@ -146,9 +155,54 @@ def _finish(screener: Screener, result: ScreeningResult, image: Radiograph | Non
                                            result.measurement, stem=stem, cortex_overlay=cortex_rgb))
         except OsteopanoError as exc:
             problems.append(f"report failed: {exc}")
+    if result.measurement is not None and (outputs.dicom_out is not None or outputs.fhir_out is not None):
+        problems += _clinic_outputs(screener, result, image, cortex_rgb, outputs, stem, item.files)
     if problems:
         row["error"] = "; ".join(([row["error"]] if row.get("error") else []) + problems)
     return item
+
+
+def clinic_note(outputs: Outputs) -> str | None:
+    """The summary's one line about inputs that got no DICOM SR/SC (not DICOM files), or None."""
+    if outputs.dicom_out is None or not outputs.not_dicom:
+        return None
+    return (f"{outputs.not_dicom} input(s) are not DICOM files: no SR/SC for them in {outputs.dicom_out}"
+            + (" (their FHIR JSON is written)" if outputs.fhir_out is not None else ""))
+
+
+def _clinic_outputs(screener: Screener, result: ScreeningResult, image: Radiograph, cortex_rgb: np.ndarray | None,
+                    outputs: Outputs, stem: str, files: dict[str, Path]) -> list[str]:
+    """The DICOM SR + SC (DICOM inputs) and the FHIR Bundle of one measured image; the problems met."""
+    source, problems = None, []
+    if image.source_format == "dicom":
+        import pydicom
+
+        try:  # the header only: the SR/SC copy the patient/study attributes, the pixels are the overlay's
+            source = pydicom.dcmread(result.path, stop_before_pixels=True)
+        except Exception as exc:  # noqa: BLE001 - it was read once already; say what failed, go on
+            problems.append(f"DICOM header not re-read ({type(exc).__name__})")
+    scored = result.probability is not None
+    score = {"model_score": result.probability, "model_threshold": result.threshold if scored else None,
+             "model_id": result.model_id if scored else None}
+    if outputs.dicom_out is not None and source is None and image.source_format != "dicom":
+        outputs.not_dicom += 1
+    elif outputs.dicom_out is not None and source is not None:
+        from osteopano.render.dicom_out import write_sc, write_sr
+
+        try:
+            files["sr"] = write_sr(source, result.measurement, outputs.dicom_out, name=stem, **score)
+            if cortex_rgb is not None:
+                files["sc"] = write_sc(source, cortex_rgb, outputs.dicom_out, name=stem)
+        except (OsteopanoError, ValueError, AttributeError, TypeError) as exc:  # an odd source header
+            problems.append(f"DICOM SR/SC failed: {exc}")
+    if outputs.fhir_out is not None:
+        from osteopano.render.fhir import write_fhir
+
+        try:
+            files["fhir"] = write_fhir(result.measurement, outputs.fhir_out, name=stem, source=source, **score)
+        except (OsteopanoError, ValueError) as exc:
+            problems.append(f"FHIR failed: {exc}")
+    return problems
 
 
 def _write_png(path: Path, image: np.ndarray) -> Path:

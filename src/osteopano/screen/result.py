@@ -10,6 +10,7 @@ import numpy as np
 
 BASE_COLUMNS = ("path", "patient_id", "probability", "decision", "threshold", "model_id", "pixel_spacing_mm",
                 "spacing_source", "gate", "error")
+RISK_COLUMNS = ("ost_index", "ost_category", "combined_referral")   # osteopano.prepare.risk
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,8 @@ class ScreeningResult:
     float32 (H, W) in [0, 1] at the input's full resolution, only when asked for (torch engine).
     ``measurement`` is the cortex measurement (``osteopano.cortex``) when one was made.
     ``gate``: 'passed', 'refused' or 'off' (``--no-gate``); None when the image was never read.
+    ``risk``: the clinical risk index (``osteopano.prepare.risk.RiskIndex``: OST and the combined
+    referral rule) when age, sex or weight was given (option, manifest or the DICOM header).
     """
 
     path: str | None
@@ -36,6 +39,7 @@ class ScreeningResult:
     spacing_source: str = "unknown"
     measurement: Any = field(default=None, repr=False, compare=False)
     gate: str | None = None
+    risk: Any = field(default=None, repr=False, compare=False)
 
     def replace(self, **changes: Any) -> ScreeningResult:
         return dataclasses.replace(self, **changes)
@@ -50,6 +54,8 @@ class ScreeningResult:
                "gate": self.gate, "error": self.error}
         if measured and self.measurement is not None:
             row.update({k: v for k, v in self.measurement.to_row().items() if k not in row})
+        if measured:
+            row.update(self.risk.to_row() if self.risk is not None else dict.fromkeys(RISK_COLUMNS))
         return row
 
 

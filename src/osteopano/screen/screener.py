@@ -25,7 +25,7 @@ from osteopano.io.images import Radiograph, from_array, read_image
 from osteopano.prepare.chain import ModelInput, prepare
 from osteopano.prepare.spacing import Spacing, resolve_spacing
 from osteopano.screen.engines import Engine, load_engine
-from osteopano.screen.result import BASE_COLUMNS, ScreeningResult, measurement_columns
+from osteopano.screen.result import BASE_COLUMNS, RISK_COLUMNS, ScreeningResult, measurement_columns
 
 ImageLike = str | Path | np.ndarray | Radiograph
 Covariates = Mapping[str, Any] | None
@@ -78,17 +78,19 @@ class Screener:
 
     def columns(self) -> list[str]:
         """The row columns of this screener's results (``ScreeningResult.to_row``)."""
-        return list(BASE_COLUMNS) + (measurement_columns() if self.measure else [])
+        return list(BASE_COLUMNS) + (measurement_columns() + list(RISK_COLUMNS) if self.measure else [])
 
     # ------------------------------------------------------------------ screening
     def predict(self, image: ImageLike, heatmap: bool = False, pixel_spacing_mm: float | None = None,
-                covariates: Covariates = None) -> ScreeningResult:
+                covariates: Covariates = None, clinical: Covariates = None) -> ScreeningResult:
         """Screen one image (file path, (H, W) array or Radiograph); OsteopanoError when it cannot be
         (unreadable, refused by the gate, not preparable). Use ``predict_batch`` for error results instead.
-        ``heatmap=True`` adds the Grad-CAM map where the engine can make one (torch); elsewhere it warns."""
+        ``heatmap=True`` adds the Grad-CAM map where the engine can make one (torch); elsewhere it warns.
+        ``clinical``: age / sex / weight_kg for the risk index (``osteopano.prepare.risk``; they take
+        precedence over a DICOM header's)."""
         radiograph = as_radiograph(image, self.frame)  # an unreadable file raises its ImageReadError here
         [(result, _)] = next(self.iter_screen([radiograph], heatmap=heatmap, pixel_spacing_mm=pixel_spacing_mm,
-                                              covariates=covariates))
+                                              covariates=covariates, clinical=clinical))
         unscored = result.probability is None if self.engine is not None else result.measurement is None
         if result.error and unscored:
             raise OsteopanoError(result.error)
@@ -103,10 +105,15 @@ class Screener:
 
     def iter_screen(self, images: Iterable[ImageLike], *, heatmap: bool = False, batch_size: int = 16,
                     pixel_spacing_mm: float | None = None, spacings: Mapping[Path, float] | None = None,
-                    covariates: Covariates = None) -> Iterator[list[tuple[ScreeningResult, Radiograph | None]]]:
+                    covariates: Covariates = None, clinical: Covariates = None,
+                    clinical_manifest: Mapping[Path, Mapping[str, Any]] | None = None
+                    ) -> Iterator[list[tuple[ScreeningResult, Radiograph | None]]]:
         """Lazily read and screen ``images`` ``batch_size`` at a time; yields (result, radiograph or None)
         pairs per batch; only one batch of decoded images is alive at a time. ``pixel_spacing_mm``: the
-        explicit spacing for every image; ``spacings``: manifest values by resolved path."""
+        explicit spacing for every image; ``spacings``: manifest values by resolved path. ``clinical``:
+        age / sex / weight_kg for every image, before ``clinical_manifest`` (by resolved path), before
+        the DICOM header (the risk index, ``osteopano.prepare.risk``)."""
+        risk_inputs = (clinical or {}, clinical_manifest or {})
         if heatmap and not self.supports_heatmaps:
             warnings.warn(f"no heatmaps: {self.heatmap_unavailable}", stacklevel=3)
             heatmap = False
@@ -116,15 +123,15 @@ class Screener:
         for item in images:
             chunk.append(item)
             if len(chunk) == batch_size:
-                yield self._screen_chunk(chunk, heatmap, pixel_spacing_mm, spacings or {}, covariates)
+                yield self._screen_chunk(chunk, heatmap, pixel_spacing_mm, spacings or {}, covariates, risk_inputs)
                 chunk = []
         if chunk:
-            yield self._screen_chunk(chunk, heatmap, pixel_spacing_mm, spacings or {}, covariates)
+            yield self._screen_chunk(chunk, heatmap, pixel_spacing_mm, spacings or {}, covariates, risk_inputs)
 
     def _screen_chunk(self, items: list[ImageLike], heatmap: bool, option: float | None,
-                      spacings: Mapping[Path, float], covariates: Covariates
+                      spacings: Mapping[Path, float], covariates: Covariates, risk_inputs: tuple = ({}, {})
                       ) -> list[tuple[ScreeningResult, Radiograph | None]]:
-        staged = [self._stage(item, option, spacings, covariates) for item in items]
+        staged = [self._stage(item, option, spacings, covariates, risk_inputs) for item in items]
         ready = [(i, s) for i, s in enumerate(staged) if s[2] is not None]
         probs: Iterator[float] = iter([])
         if ready and self.engine is not None:
@@ -142,7 +149,8 @@ class Screener:
         return out
 
     def _stage(self, item: ImageLike, option: float | None, spacings: Mapping[Path, float],
-               covariates: Covariates) -> tuple[ScreeningResult, Radiograph | None, ModelInput | None]:
+               covariates: Covariates, risk_inputs: tuple = ({}, {})
+               ) -> tuple[ScreeningResult, Radiograph | None, ModelInput | None]:
         """One image up to the network: (result so far, radiograph, model input or None)."""
         path = str(item) if isinstance(item, (str, Path)) else None
         base = ScreeningResult(path, threshold=self.threshold, model_id=self.model_id)
@@ -169,6 +177,10 @@ class Screener:
             except (OsteopanoError, ValueError) as exc:
                 base = base.replace(error=f"cortex measurement failed: {exc}")
             base = base.replace(measurement=measurement)
+        try:
+            base = base.replace(risk=self._risk(image, path, measurement, *risk_inputs))
+        except OsteopanoError as exc:
+            base = base.replace(error="; ".join(filter(None, [base.error, str(exc)])))
         if self.engine is None:
             return base, image, None
         try:
@@ -183,6 +195,19 @@ class Screener:
                  spacings: Mapping[Path, float]) -> Spacing:
         manifest = spacings.get(Path(path).resolve()) if path and spacings else None
         return resolve_spacing(option, manifest, image.pixel_spacing_mm, name=path or "image")
+
+    def _risk(self, image: Radiograph, path: str | None, measurement: Any, option: Mapping[str, Any],
+              manifest: Mapping[Path, Mapping[str, Any]]):
+        """The risk index from option > manifest > DICOM header values (None when none was given)."""
+        from osteopano.prepare.risk import assess, merge_values
+
+        listed = manifest.get(Path(path).resolve()) if path and manifest else None
+        values, sources = merge_values(("option", option), ("manifest", listed), ("file", image.patient))
+        if not values:
+            return None
+        usable = measurement is not None and measurement.decision is not None   # mm known, not 'failed'
+        return assess(values, mcw_mm=measurement.mcw_mm if usable else None, threshold_mm=self.threshold_mm,
+                      sources=sources, name=path or image.path or "image")
 
     def _gate(self, image: Radiograph) -> str | None:
         """The gate's refusal reason, or None when the image passes (or the gate is off)."""

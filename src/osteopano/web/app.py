@@ -79,6 +79,7 @@ from osteopano.web.schema import (
     ModelScore,
     ScreenResponse,
 )
+from osteopano.web.measurement import risk_view, with_risk
 from osteopano.web.security import SecurityHeaders, allowed_host_names
 from osteopano.web.service import BODY_TIMEOUT_S, Service, _json_default
 from osteopano.web.store import ReportStore
@@ -263,13 +264,15 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
     async def api_screen(request: Request, heatmap: bool = Query(
             False, description="Also return the Grad-CAM heatmap as a base64 8-bit grey PNG "
                                "(torch engine only)")) -> JSONResponse:
-        """Upload one panoramic radiograph (multipart field `file`) and get the probability of
+        """Upload one panoramic radiograph (multipart field `file`; optional `age`, `sex`, `weight_kg` for
+        the OST risk index under `risk`) and get the probability of
         osteoporosis, the referral decision at the model's threshold and, on request, the heatmap.
         Needs a server started with a model (409 otherwise: use `/api/v1/measure`)."""
         if not service.has_model:
             raise WebError(409, "this server runs without a model (measurement mode): use POST /api/v1/measure")
         started = time.perf_counter()
-        upload, screening = await service.screen(request, lambda up, mm: service.run(up, mm, heatmap=heatmap))
+        upload, screening = await service.screen(
+            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap), up.fields))
         result = screening.result
         body = ScreenResponse(**_model_score(result).model_dump(exclude={"decision_text"}),
                               decision_text=decision_text(bool(result.decision)), filename=upload.filename,
@@ -281,25 +284,27 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
                 body.heatmap_note = "this model's engine does not produce heatmaps (use the PyTorch run folder)"
         log.info("api screening: %s, %.0f kB, %.2f s", upload.kind, len(upload.data) / 1024,
                  time.perf_counter() - started)
-        return JSONResponse(body.model_dump())
+        return JSONResponse(_jsonable({**body.model_dump(), "risk": risk_view(getattr(result, "risk", None))}))
 
     @app.post("/api/v1/measure", response_model=MeasureResponse, openapi_extra=UPLOAD_BODY,
               responses={code: {"model": ErrorResponse, "description": text} for code, text in ERRORS.items()},
               summary="Measure the mandibular cortical width")
     async def api_measure(request: Request) -> JSONResponse:
-        """Upload one panoramic radiograph (multipart field `file`, optional `pixel_spacing_mm`) and get the
+        """Upload one panoramic radiograph (multipart field `file`, optional `pixel_spacing_mm`, and `age`,
+        `sex`, `weight_kg` for the OST risk index and the combined MCW+OST rule under `risk`, see
+        docs/clinic.md; DICOM PatientAge/PatientSex/PatientWeight are used when the fields are empty) and get the
         mandibular cortical width per side, its quality, the classical decision (MCW below the threshold),
         the plain-language texts and the traced polylines; with a model, its score as well."""
         if not service.measures:
             raise WebError(409, "this server's screener does not measure the cortex")
         started = time.perf_counter()
-        upload, screening = await service.screen(request, lambda up, mm: service.run(up, mm))
+        upload, screening = await service.screen(request, lambda up, mm: with_risk(service.run(up, mm), up.fields))
         if screening.result.measurement is None:   # a model scored it, the measurement failed
             raise WebError(422, str(screening.result.error or "the cortical width could not be measured"))
         body = _measure_response(screening.result, upload.filename)
         log.info("api measurement: %s, %.0f kB, %.2f s", upload.kind, len(upload.data) / 1024,
                  time.perf_counter() - started)
-        return JSONResponse(_jsonable(body.model_dump()))
+        return JSONResponse(_jsonable({**body.model_dump(), "risk": risk_view(getattr(screening.result, "risk", None))}))
 
     @app.get("/api/v1/model", summary="The model card")
     async def model_card() -> JSONResponse:
@@ -363,7 +368,7 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload, spacing: f
     )
     from osteopano.web.report import build_dicom_outputs, build_web_report
 
-    screening = service.run(upload, spacing, heatmap=service.has_model)
+    screening = with_risk(service.run(upload, spacing, heatmap=service.has_model), upload.fields)
     radiograph, result = screening.radiograph, screening.result
     m = getattr(result, "measurement", None)
     scored = result.probability is not None
@@ -393,6 +398,7 @@ def _page_job(service: Service, card: dict[str, Any], upload: Upload, spacing: f
         "overlay_uri": _data_uri(heat) if heat is not None else None,
         "heatmap_empty": heat is not None and not np.any(np.asarray(result.heatmap) > 0),
         "mcw": measurement_view(m) if m is not None else None,
+        "risk": risk_view(getattr(result, "risk", None)),
         "cortex_uri": _data_uri(cortex) if cortex is not None else None,
         "spacing_source": result.spacing_source,
         "size": f"{radiograph.pixels.shape[1]} x {radiograph.pixels.shape[0]} px",

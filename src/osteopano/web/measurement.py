@@ -60,3 +60,37 @@ def measurement_view(m: Any) -> dict[str, Any]:
 
 def _capitalised(text: str) -> str:
     return text[:1].upper() + text[1:]
+
+
+# ----------------------------------------------------------------------------- the clinical risk index
+
+CLINICAL_FIELDS = ("age", "sex", "weight_kg")   # optional form fields of the page and the API
+
+
+def with_risk(screening: Any, fields: dict[str, str]) -> Any:
+    """``screening`` with its result's risk index from the form fields (before the DICOM header's
+    PatientAge/PatientSex/PatientWeight); unchanged when none is given. DataError for a bad field."""
+    from osteopano.prepare.risk import assess, merge_values
+
+    result = screening.result
+    form = {k: fields.get(k) for k in CLINICAL_FIELDS}
+    values, sources = merge_values(("option", form), ("file", getattr(screening.radiograph, "patient", None)))
+    if not values or not hasattr(result, "replace"):
+        return screening
+    m = getattr(result, "measurement", None)
+    usable = m is not None and m.decision is not None   # a width in mm, not a failed measurement
+    risk = assess(values, mcw_mm=m.mcw_mm if usable else None,
+                  threshold_mm=float(m.threshold_mm) if m is not None else 3.0, sources=sources, name="upload")
+    screening.result = result.replace(risk=risk)
+    return screening
+
+
+def risk_view(risk: Any) -> dict[str, Any] | None:
+    """The risk index for the page and the API (JSON-safe; no age or weight echoed), None without one."""
+    from osteopano.render.texts import risk_texts
+
+    view = risk_texts(risk)
+    if view is None:
+        return None
+    view.update(ost_raw=risk.raw, combined_referral=risk.combined_referral, input_sources=dict(risk.sources))
+    return view

@@ -124,7 +124,7 @@ class Service:
             self._reading += 1
         try:
             data, filename, fields = await read_multipart_file(request, "file", self.max_upload_bytes,
-                                                               text_fields=(SPACING_FIELD,),
+                                                               text_fields=(SPACING_FIELD, "age", "sex", "weight_kg"),
                                                                timeout_s=self.body_timeout_s)
         finally:
             with self._lock:

@@ -1,0 +1,222 @@
+"""Finding the inferior border of the mandible on a panoramic radiograph (classical, no model).
+
+The border is the LOWEST continuous bone-to-soft-tissue edge of the mandibular body, from the
+angle on one side through the chin to the angle on the other. It is found on a reduced working
+grid whose scale follows the image's anatomy (``anatomy_scale``), never an assumed pixel
+spacing, so a wrong or missing spacing does not move it:
+
+1. An edge map "bright above, dark below" at two scales (the sharp periosteal step and the broad
+   step from bone to soft tissue), with saturated metal masked and normalised by a percentile of
+   the searched region only (not the whole image, whose frame and skull would dominate it).
+2. One dynamic-programming path across the whole width with a U-shape prior: a two-state path
+   that may only go down (or stay level) on its way to the chin and only up (or level) after it,
+   so it cannot dive off the border towards the bottom of the image or climb onto crowns, and a
+   small reward for lying low, so the lowest long edge wins over the occlusal plane, crowns and
+   mid-body shadows. The chin is where the path switches state: a crop that shows one side only
+   puts the switch at the image edge.
+3. Each side's body runs from the midline outwards while the path still follows a clear edge
+   and rises less steeply than the ramus (``body_end``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+REF_HEIGHT_MM = 145.0     # a panoramic field's height; its width is about REF_ASPECT times that
+REF_ASPECT = 2.05
+WORK_MM = 0.5             # working grid of the search, in anatomical (nominal) mm
+EDGE_SIGMA_MM = (1.0, 3.0)  # the two scales of the vertical edge
+ROW_START = 0.35          # rows above this fraction of the height are never searched (teeth, skull)
+COL_MARGIN = 0.02         # columns this close to the image sides are left out (frames, letters)
+METAL_LEVEL = 0.985       # normalised intensity of saturated metal / enamel; masked with a margin
+METAL_MARGIN_MM = 2.0
+EDGE_PERCENTILE = 97.0    # edge strength normalised by this percentile of the searched region
+EDGE_SATURATION = 0.5     # ... and saturated at this fraction of it
+DEPTH_BONUS = 0.25        # reward for lying low (0 at ROW_START, this at the bottom)
+MAX_STEP = 2              # working rows per working column at most (63 degrees)
+SMOOTH_PENALTY = 0.05     # per squared row step
+WRONG_WAY_PENALTY = 0.35  # per row of going up before the chin / down after it
+OFF_IMAGE_REWARD = 0.3    # the virtual row below the image (a chin cut off at the bottom)
+BODY_MIN_MM = 35.0        # a side's body must be traced this far from the midline to count
+SUPPORT_SMOOTH_MM = 6.0   # edge support along the path is averaged over this
+SUPPORT_MIN = 0.25        # the body ends where the averaged support falls below this ...
+RAMUS_SLOPE = 1.0         # ... or where the path rises steeper than this (45 degrees)
+ANGLE_MIN_RISE = 0.25     # ... or, once the border has risen at least this steeply, where its rise
+ANGLE_FLATTEN = 0.2       #     falls below this fraction of the steepest rise so far (past the angle)
+ANGLE_FROM_MIDLINE_MM = 60.0  # (never nearer the midline than this)
+
+
+def anatomy_scale(shape: tuple[int, int]) -> float:
+    """Anatomical pixel size (nominal mm per pixel) of an image of this shape.
+
+    A panoramic field is about ``REF_HEIGHT_MM`` high and ``REF_ASPECT`` times as wide; the larger
+    of the two estimates is used, so a crop in either direction keeps the scale of the other.
+    """
+    h, w = shape
+    return REF_HEIGHT_MM / max(h, w / REF_ASPECT, 1.0)
+
+
+@dataclass
+class Border:
+    """The traced inferior border across the image, in input pixels."""
+
+    xs: np.ndarray          # (N,) input x of each working column traced
+    ys: np.ndarray          # (N,) input y of the border there (nan below the image)
+    support: np.ndarray     # (N,) normalised edge strength along the path (0..1)
+    chin_x: float           # x where the path switched from descending to rising
+    nominal_mm: float       # anatomical mm per input pixel used for all windows
+
+    def side(self, midline_x: float, direction: int) -> tuple[np.ndarray, float] | None:
+        """The body border on one side of ``midline_x`` (-1 = image left) ordered from the midline
+        outwards as (N, 2) input pixels, and its mean edge support; ``None`` when too short."""
+        sel = (self.xs - midline_x) * direction >= 0
+        idx = np.nonzero(sel)[0]
+        if direction < 0:
+            idx = idx[::-1]
+        idx = idx[np.isfinite(self.ys[idx])]
+        if idx.size < 4:
+            return None
+        end = body_end(self.xs[idx], self.ys[idx], self.support[idx], self.nominal_mm)
+        idx = idx[:end]
+        reach = abs(self.xs[idx[-1]] - midline_x) * self.nominal_mm if idx.size else 0.0
+        if reach < BODY_MIN_MM:
+            return None
+        return np.column_stack([self.xs[idx], self.ys[idx]]), float(np.mean(self.support[idx]))
+
+
+def body_end(xs: np.ndarray, ys: np.ndarray, support: np.ndarray, nominal_mm: float) -> int:
+    """Number of points (from the midline outwards) that belong to the mandibular body: it ends
+    where the edge support, averaged over ``SUPPORT_SMOOTH_MM``, stays below ``SUPPORT_MIN`` for
+    good, or where the path rises steeper than ``RAMUS_SLOPE`` (the ramus)."""
+    step_mm = float(np.median(np.abs(np.diff(xs)))) * nominal_mm if xs.size > 1 else WORK_MM
+    sup = ndimage.uniform_filter1d(support, max(1, round(SUPPORT_SMOOTH_MM / step_mm)), mode="nearest")
+    good = np.nonzero(sup >= SUPPORT_MIN)[0]
+    end = int(good[-1]) + 1 if good.size else 0
+    ys_s = ndimage.gaussian_filter1d(ys, max(1.0, 2.0 / step_mm), mode="nearest")
+    slope = -np.gradient(ys_s) / np.maximum(np.abs(np.gradient(xs)), 1e-6)  # rise per run
+    dist = np.abs(xs - xs[0]) * nominal_mm
+    steep = np.nonzero((slope[:end] > RAMUS_SLOPE) & (dist[:end] > BODY_MIN_MM * 0.8))[0]
+    if steep.size:
+        end = int(steep[0])
+    # Past the angle the path leaves the rising border and runs on level (soft-tissue edges, the
+    # hyoid): the body ends where the rise falls well below the steepest rise met so far.
+    run_max = np.maximum.accumulate(np.clip(slope[:end], 0, None))
+    flat = np.nonzero((run_max >= ANGLE_MIN_RISE) & (slope[:end] < ANGLE_FLATTEN * run_max)
+                      & (dist[:end] > ANGLE_FROM_MIDLINE_MM))[0]
+    if flat.size:
+        end = int(flat[0])
+    return end
+
+
+def edge_map(small: np.ndarray, sigmas_px: tuple[float, float], metal: np.ndarray, r0: int,
+             cols: slice) -> np.ndarray:
+    """Normalised 'bright above, dark below' edge strength in [0, 1] (rows from ``r0``)."""
+    out = None
+    for s in sigmas_px:
+        gy = ndimage.gaussian_filter(small, s, order=(1, 0))
+        e = np.clip(-gy, 0, None)[r0:]
+        e[metal[r0:]] = 0
+        region = e[:, cols]
+        scale = float(np.percentile(region, EDGE_PERCENTILE)) if region.size else 0.0
+        if scale <= 0:
+            return np.zeros_like(e)
+        e = np.clip(e / (EDGE_SATURATION * scale), 0, 1)
+        out = e if out is None else np.sqrt(out * e)
+    return out
+
+
+def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
+    """Two-state max-reward path over the columns of ``reward`` (rows x cols) plus a virtual
+    bottom row: state 0 (before the chin) may move down freely and up only at a cost, state 1
+    (after it) the reverse; the switch 0 -> 1 is free and happens once. Returns the row per
+    column (n_rows = below the image) and the column of the switch."""
+    n_rows, n_cols = reward.shape
+    rows = n_rows + 1
+    rew = np.vstack([reward, np.full((1, n_cols), off_reward)])
+    offsets = np.arange(-MAX_STEP, MAX_STEP + 1)
+    base = SMOOTH_PENALTY * offsets.astype(float) ** 2
+    pen0 = base + WRONG_WAY_PENALTY * np.clip(-offsets, 0, None)  # state 0: going up (d < 0) costs
+    pen1 = base + WRONG_WAY_PENALTY * np.clip(offsets, 0, None)   # state 1: going down costs
+    acc0 = rew[:, 0].copy()
+    acc1 = rew[:, 0].copy()
+    back0 = np.zeros((n_cols, rows), dtype=np.int8)
+    back1 = np.zeros((n_cols, rows), dtype=np.int8)
+    from1 = np.zeros((n_cols, rows), dtype=bool)  # state 1 reached from state 0 (switch here)
+    neg = -np.inf
+    for j in range(1, n_cols):
+        c0 = np.full((offsets.size, rows), neg)
+        c1 = np.full((offsets.size, rows), neg)
+        for k, d in enumerate(offsets):
+            # candidate for row r comes from row r - d (d = row change from column j-1 to j)
+            if d >= 0:
+                c0[k, d:] = acc0[: rows - d] - pen0[k]
+                c1[k, d:] = acc1[: rows - d] - pen1[k]
+            else:
+                c0[k, :d] = acc0[-d:] - pen0[k]
+                c1[k, :d] = acc1[-d:] - pen1[k]
+        b0 = np.argmax(c0, axis=0)
+        b1 = np.argmax(c1, axis=0)
+        n0 = c0[b0, np.arange(rows)]
+        n1 = c1[b1, np.arange(rows)]
+        switch = acc0 > n1  # switching at this column from state 0 at the same row (no step)
+        n1 = np.where(switch, acc0, n1)
+        back0[j] = offsets[b0]
+        back1[j] = np.where(switch, 0, offsets[b1])
+        from1[j] = switch
+        acc0 = n0 + rew[:, j]
+        acc1 = n1 + rew[:, j]
+    path = np.empty(n_cols, dtype=np.int64)
+    r0, r1 = int(np.argmax(acc0)), int(np.argmax(acc1))
+    state = 1 if acc1[r1] >= acc0[r0] else 0
+    r = r1 if state else r0
+    chin = n_cols - 1 if state == 0 else 0
+    for j in range(n_cols - 1, -1, -1):
+        path[j] = r
+        if j == 0:
+            break
+        if state == 1:
+            if from1[j, r]:
+                state = 0
+                chin = j
+                continue  # same row, previous column in state 0
+            r = r - int(back1[j, r])
+        else:
+            r = r - int(back0[j, r])
+    return path, chin
+
+
+def find_border(pixels: np.ndarray) -> Border | None:
+    """Trace the inferior border across a normalised radiograph (values 0..1)."""
+    h, w = pixels.shape
+    nominal = anatomy_scale((h, w))
+    f = nominal / WORK_MM
+    if f >= 1.0:
+        f = 1.0
+    sw, sh = max(1, round(w * f)), max(1, round(h * f))
+    if sw < 40 or sh < 20:
+        return None
+    small = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA)
+    work_mm = nominal / f  # nominal mm per working pixel
+    metal = small >= METAL_LEVEL
+    if metal.any():
+        metal = ndimage.binary_dilation(metal, iterations=max(1, round(METAL_MARGIN_MM / work_mm)))
+    r0 = int(ROW_START * sh)
+    c0, c1 = int(COL_MARGIN * sw), sw - int(COL_MARGIN * sw)
+    if c1 - c0 < 20 or sh - r0 < 10:
+        return None
+    sig = tuple(s / work_mm for s in EDGE_SIGMA_MM)
+    edge = edge_map(small, sig, metal, r0, slice(c0, c1))[:, c0:c1]
+    depth = np.linspace(0.0, DEPTH_BONUS, edge.shape[0])[:, None]
+    path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
+    n_rows = edge.shape[0]
+    below = path >= n_rows
+    support = np.where(below, 0.0, edge[np.minimum(path, n_rows - 1), np.arange(path.size)])
+    y_small = (r0 + path).astype(float)
+    y_small[below] = np.nan
+    xs = (np.arange(c0, c1) + 0.5) / f - 0.5
+    ys = (y_small + 0.5) / f - 0.5
+    return Border(xs=xs, ys=ys, support=support, chin_x=float(xs[chin]), nominal_mm=nominal)
