@@ -70,7 +70,9 @@ _END: Any = object()
 
 def iter_screen_prefetched(screener: Any, images: Iterable[Any], *, heatmap: bool = False, batch_size: int = 16,
                            pixel_spacing_mm: float | None = None, spacings: Mapping[Path, float] | None = None,
-                           covariates: Mapping[str, Any] | None = None, workers: int | None = None
+                           covariates: Mapping[str, Any] | None = None, workers: int | None = None,
+                           clinical: Mapping[str, Any] | None = None,
+                           clinical_manifest: Mapping[Path, Mapping[str, Any]] | None = None
                            ) -> Iterator[list[tuple[Any, Any]]]:
     """``Screener.iter_screen`` (same batches, same results) with each image's read, gate, spacing,
     measurement and preparation (``Screener._stage``) on ``workers`` threads, overlapped with the
@@ -83,9 +85,10 @@ def iter_screen_prefetched(screener: Any, images: Iterable[Any], *, heatmap: boo
         raise OsteopanoError(f"batch size must be at least 1, got {batch_size}")
     workers = default_workers() if workers is None else max(1, int(workers))
     spacings = spacings or {}
+    risk_inputs = (clinical or {}, clinical_manifest or {})
 
     def stage(item: Any) -> tuple[Any, Any, Any]:
-        return screener._stage(item, pixel_spacing_mm, spacings, covariates)
+        return screener._stage(item, pixel_spacing_mm, spacings, covariates, risk_inputs)
 
     chunk: list[tuple[Any, Any, Any]] = []
     for _, staged in prefetch(images, stage, workers, ahead=batch_size + 2 * workers):
