@@ -133,7 +133,7 @@ def main() -> int:
                 off = True
             if s.site_xy is not None:
                 sites += 1
-                x = int(round(s.site_xy[0]))
+                x = round(s.site_xy[0])
                 ref = edge[min(max(x, 0), edge.size - 1)]
                 if not np.isfinite(ref) or abs(s.site_xy[1] - ref) * sp > OFF_MM:
                     sites_off += 1

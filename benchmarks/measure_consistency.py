@@ -35,7 +35,7 @@ def variants(pixels: np.ndarray, spacing: float) -> dict[str, tuple[np.ndarray, 
     """name -> (pixels, spacing, sides swapped)."""
     h, w = pixels.shape
     u8 = (np.clip(pixels, 0, 1) * 255).round().astype(np.uint8)
-    ok, enc = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, 70])
+    _, enc = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, 70])
     jpeg = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
     half = cv2.resize(pixels, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     return {

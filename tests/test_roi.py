@@ -58,7 +58,8 @@ def test_crops_hold_the_cortex_band(phantoms) -> None:
             assert crop.shape == m.shape == (h, w)
             band = np.where(m.mean(axis=1) > 0.5)[0]  # rows mostly inside the cortex
             border_row = h - roi.BORDER_FROM_BOTTOM_MM * roi.PX_PER_MM
-            assert abs(band.max() - border_row) <= 1.0 * roi.PX_PER_MM, (side, band)  # border where expected
+            # the border where expected, within 2 mm (about 5 image pixels of these 0.42 mm/px phantoms)
+            assert abs(band.max() - border_row) <= 2.0 * roi.PX_PER_MM, (side, band)
             width_mm = (band.max() - band.min() + 1) / roi.PX_PER_MM
             assert width_mm == pytest.approx(sample.number(f"mcw_{side}_mm"), rel=0.35), side
             assert m[:5].mean() < 0.05 and m[-5:].mean() < 0.05  # trabecular bone above, soft tissue below

@@ -193,9 +193,7 @@ def find_border(pixels: np.ndarray) -> Border | None:
     """Trace the inferior border across a normalised radiograph (values 0..1)."""
     h, w = pixels.shape
     nominal = anatomy_scale((h, w))
-    f = nominal / WORK_MM
-    if f >= 1.0:
-        f = 1.0
+    f = min(1.0, nominal / WORK_MM)
     sw, sh = max(1, round(w * f)), max(1, round(h * f))
     if sw < 40 or sh < 20:
         return None

@@ -58,7 +58,7 @@ def _runs(points: np.ndarray) -> list[np.ndarray]:
 
 
 def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(p[0])), int(round(p[1]))
+    return round(float(p[0])), round(float(p[1]))
 
 
 def _text(img: np.ndarray, text: str, org: np.ndarray, scale: float, lw: int,

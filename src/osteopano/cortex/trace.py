@@ -1,11 +1,11 @@
-"""Low-level image analysis behind :mod:`osteopano.cortex.measure`: tracing the inferior border of
-the mandible, reading the cortical band from intensity profiles along the border normals,
-and finding the measurement site.
+"""Low-level image analysis behind :mod:`osteopano.cortex.measure`: intensity normalisation,
+reading the cortical band from intensity profiles along the border normals, and the midline.
 
-Everything here works in physical units: a radiograph is first resampled to a coarse
-working grid (``WORK_MM`` mm per pixel) for the border trace, and the cortical band is then
-read at the full input resolution from profiles sampled every ``PROFILE_STEP_MM`` mm along
-the border normals. Coordinates returned are ``(x, y)`` pixel coordinates of the input image.
+Lengths here are in the millimetres of the ``spacing_mm`` the caller passes: the measurement
+passes the image's anatomical scale (:func:`osteopano.cortex.border.anatomy_scale`), never the
+pixel spacing, so nothing moves with a wrong spacing. The cortical band is read at the full input
+resolution from profiles sampled every ``PROFILE_STEP_MM`` along the border normals. Coordinates
+returned are ``(x, y)`` pixel coordinates of the input image.
 """
 
 from __future__ import annotations
@@ -17,16 +17,6 @@ import numpy as np
 from scipy import ndimage
 
 RANK_BINS = 4096          # intensity levels of the rank normalisation
-WORK_MM = 0.5             # working grid of the border trace (mm per pixel)
-EDGE_SIGMA_MM = 1.0       # smoothing before the vertical gradient
-MIDLINE_EXCLUDE_MM = 14.0  # half-width of the midline zone left out (spine ghost, chin soft tissue)
-TRACE_OUTER_MM = 80.0     # trace from the midline zone out to this distance (mandibular body)
-ROW_RANGE = (0.55, 0.985)  # fraction of the height searched for the inferior border
-EDGE_SATURATION = 0.5     # edge strength (fraction of the image's 99.5th percentile) counted as full
-DEPTH_BONUS = 0.3         # DP reward for lying low in the searched rows (0 at the top, this at the bottom)
-OFF_IMAGE_REWARD = 0.45   # DP reward of the virtual "below the image" row (saturated edge = 1)
-MAX_SLOPE = 2             # DP: at most this many working rows per working column
-SMOOTH_PENALTY = 0.04     # DP: penalty per squared row step (in units of normalised edge strength)
 BORDER_STEP_MM = 0.5      # spacing of the border polyline points used for profiles
 NORMAL_SMOOTH_MM = 3.0    # the border is smoothed at this scale before taking normals
 JUMP_MM = 0.8             # refined periosteal offsets further than this from their running median are dropped
@@ -108,66 +98,6 @@ def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
     for j in range(n_cols - 1, 0, -1):
         path[j - 1] = path[j] + back[j, path[j]]
     return path
-
-
-def trace_border(pixels: np.ndarray, spacing_mm: float, midline_x: float, side: int) -> Trace | None:
-    """Trace the inferior border of the mandible on one side of the midline.
-
-    ``side`` is -1 for the image's left half, +1 for its right half. The lower bone edge is
-    the strongest bright-above / dark-below vertical gradient; dynamic programming over the
-    columns from the midline zone outwards finds the smoothest strong path through it.
-    Returns ``None`` when the image is too small to hold the traced stretch.
-    """
-    h, w = pixels.shape
-    f = spacing_mm / WORK_MM
-    small = cv2.resize(pixels, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-    sh, sw = small.shape
-    sig = EDGE_SIGMA_MM / WORK_MM
-    gy = ndimage.gaussian_filter(small, sig, order=(1, 0))
-    edge = np.clip(-gy, 0, None)
-    scale = np.percentile(edge, 99.5)
-    if scale <= 0:
-        return None
-    # Saturate: any clearly strong edge counts the same, so that the depth bonus below prefers
-    # the lowest long edge (the inferior border) over the stronger crown edges above it.
-    edge = np.clip(edge / (EDGE_SATURATION * scale), 0, 1)
-    mid = midline_x * f
-    inner = mid + side * MIDLINE_EXCLUDE_MM / WORK_MM
-    outer = mid + side * TRACE_OUTER_MM / WORK_MM
-    c0, c1 = sorted((inner, outer))
-    c0, c1 = max(0, int(round(c0))), min(sw, int(round(c1)))
-    if c1 - c0 < 20:
-        return None
-    r0, r1 = int(ROW_RANGE[0] * sh), int(ROW_RANGE[1] * sh)
-    depth = np.linspace(0.0, DEPTH_BONUS, r1 - r0)[:, None]
-    sub = edge[r0:r1, c0:c1]
-    if side < 0:
-        sub = sub[:, ::-1]  # always run from the midline outwards
-    # An extra row below the searched rows stands for "the border has left the image" (a chin
-    # cut off at the bottom), so the path need not wander onto other edges there.
-    cost = np.vstack([-(sub + depth), np.full((1, sub.shape[1]), -(OFF_IMAGE_REWARD + DEPTH_BONUS))])
-    path = dp_path(cost, MAX_SLOPE, SMOOTH_PENALTY)
-    cols = _longest_run(path < sub.shape[0])
-    if cols.size < 20:
-        return None
-    path = path[cols]
-    strength = float(np.mean(sub[path, cols]))
-    x_small = (c0 + cols) if side > 0 else (c1 - 1 - cols)
-    y_small = r0 + path
-    # Back to input pixels (centre-of-pixel convention of cv2.resize).
-    x = (x_small + 0.5) / f - 0.5
-    y = ndimage.gaussian_filter1d((y_small + 0.5).astype(float), 2.0) / f - 0.5
-    return resample_polyline(np.column_stack([x, y]), BORDER_STEP_MM / spacing_mm, spacing_mm, strength)
-
-
-def _longest_run(mask: np.ndarray) -> np.ndarray:
-    """Indices of the longest run of True in a 1-D mask."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    starts, ends = np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
-    if starts.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    k = int(np.argmax(ends - starts))
-    return np.arange(starts[k], ends[k])
 
 
 def resample_polyline(xy: np.ndarray, step_px: float, spacing_mm: float, strength: float) -> Trace:
@@ -308,47 +238,6 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         band = p[idx(o):idx(e) + 1]
         porosity[i] = float(np.mean(band < 0.5 * (cortex + trab))) if cortex > trab else 0.0
     return Band(outer_t=outer, inner_t=inner, porosity=porosity)
-
-
-FORAMEN_HEIGHT_MM = (7.0, 17.0)      # the mental foramen lies this far above the inferior border
-FORAMEN_FROM_MIDLINE_MM = (30.0, 50.0)  # ... and this far (horizontally) from the midline
-FORAMEN_SIGMA_MM = 1.0               # Hessian scale matched to a 2-4 mm dark oval
-FORAMEN_MIN_Z = 4.5                  # robust z-score a dark blob needs to count as the foramen
-
-
-def find_foramen(pixels: np.ndarray, trace: Trace, spacing_mm: float, dist_mm: np.ndarray) -> tuple[int, float] | None:
-    """Index of the border point below the mental foramen and the blob's robust z-score.
-
-    The bone above the border is straightened (columns = border points, rows = height along the
-    normal, both ``BORDER_STEP_MM`` apart) and searched for the strongest dark blob: the smaller
-    eigenvalue of the Hessian, which is large only where the intensity dips in every direction
-    (a round hole, not the elongated gaps between roots or the mandibular canal). ``None`` when
-    no blob stands out clearly from the trabecular texture (a fallback site is used then).
-    ``dist_mm`` is each border point's distance from the midline.
-    """
-    from skimage.feature import hessian_matrix, hessian_matrix_eigvals
-
-    cols = np.nonzero((dist_mm >= FORAMEN_FROM_MIDLINE_MM[0]) & (dist_mm <= FORAMEN_FROM_MIDLINE_MM[1]))[0]
-    if cols.size < 10:
-        return None
-    step = BORDER_STEP_MM
-    pad = 4.0
-    h = np.arange(FORAMEN_HEIGHT_MM[0] - pad, FORAMEN_HEIGHT_MM[1] + pad + 1e-9, step)
-    xs = trace.xy[:, 0, None] + trace.normals[:, 0, None] * (h / spacing_mm)[None, :]
-    ys = trace.xy[:, 1, None] + trace.normals[:, 1, None] * (h / spacing_mm)[None, :]
-    straight = ndimage.map_coordinates(pixels, [ys.T.ravel(), xs.T.ravel()], order=1, mode="nearest")
-    straight = straight.reshape(h.size, -1)
-    hess = hessian_matrix(straight, sigma=FORAMEN_SIGMA_MM / step, order="rc", use_gaussian_derivatives=True)
-    blob = hessian_matrix_eigvals(hess)[1]  # smaller eigenvalue; > 0 at a dark blob
-    rows = slice(round(pad / step), h.size - round(pad / step))
-    window = blob[rows][:, cols]
-    med = float(np.median(window))
-    mad = float(np.median(np.abs(window - med))) * 1.4826
-    if mad <= 0:
-        return None
-    r, c = np.unravel_index(int(np.argmax(window)), window.shape)
-    z = (float(window[r, c]) - med) / mad
-    return (int(cols[c]), z) if z >= FORAMEN_MIN_Z else None
 
 
 SYMMETRY_MM = 2.0                 # working grid of the symmetry search
