@@ -47,7 +47,7 @@ def command(
     fhir_out: Path | None = typer.Option(None, "--fhir-out", help="Write a FHIR Bundle (DiagnosticReport + "
                                          "Observations) JSON per image into DIR (implies --measure)."),
     ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
-                                   help="Run on Ray Data (pip install 'osteopano[scale]'; an .onnx model and "
+                                   help="Run on Ray Data (pip install 'osteopano\\[scale]'; an .onnx model and "
                                    "--out FILE.csv/.jsonl): 'local' starts a Ray on this machine (or joins "
                                    "RAY_ADDRESS's), 'auto' or HOST:6379 a running cluster."),
 ) -> None:
