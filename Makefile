@@ -8,7 +8,7 @@ STAMP   = $(VENV)/.installed
 DEMO   ?= demo-output
 SEED   ?= 11
 
-.PHONY: install demo results test browser pacs-tools bench clean
+.PHONY: install demo results test browser pacs-tools bench bench-reference clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,3 +56,14 @@ test: install browser pacs-tools
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache
+
+# The study's Keras stack in its own virtualenv, for benchmarks/predict_speed.py --reference keras and
+# benchmarks/train_speed.py (TensorFlow CPU; not needed by osteopano itself).
+KERAS_VENV ?= .venv-keras
+bench-reference: $(KERAS_VENV)/.installed
+
+$(KERAS_VENV)/.installed:
+	$(PYTHON) -m venv $(KERAS_VENV)
+	$(KERAS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(KERAS_VENV)/bin/python -m pip install -q tensorflow-cpu pillow
+	touch $@

@@ -1,6 +1,6 @@
 """Load test of ``osteopano serve``: latency percentiles, throughput and errors under concurrent uploads.
 
-    python benchmarks/serve_load.py [MODEL] [--requests 200] [--concurrency 16] [--workers 2]
+    python benchmarks/serve_load.py [MODEL] [--requests 200] [--concurrency 1,16] [--workers 2]
                                     [--queue-size 32] [--width 1600] [--image PATH] [--heatmap]
 
 Starts ``osteopano serve`` in a subprocess on a free 127.0.0.1 port (MODEL: a run folder or an
@@ -8,7 +8,8 @@ Starts ``osteopano serve`` in a subprocess on a free 127.0.0.1 port (MODEL: a ru
 temporary folder - its speed is that of the real architecture, its predictions are meaningless),
 then POSTs the same radiograph (a phantom rendered at --width, 16-bit PNG, unless --image) to
 /api/v1/screen from --concurrency threads, --requests times in all, and prints p50/p95/max latency,
-throughput and the count of non-200 answers. Localhost only. Exit status 1 when any request failed.
+throughput and the count of non-200 answers. ``--concurrency 1,16`` (the default) measures one client,
+then 16, against the same server (one row each). Localhost only. Exit status 1 when any request failed.
 
 --queue-size defaults to 32 so that 16 concurrent clients are queued rather than refused: with the
 server's default (workers 2 + queue 8) the 11th concurrent request gets 503 by design.
@@ -112,7 +113,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", nargs="?", type=Path, help="run folder or .onnx file (default: build a tiny one)")
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", default="1,16", help="concurrent clients; a comma list runs each in turn")
     parser.add_argument("--workers", type=int, default=2, help="server inference threads")
     parser.add_argument("--queue-size", type=int, default=32, help="server queue beyond the workers")
     parser.add_argument("--width", type=int, default=1600, help="width of the phantom radiograph sent")
@@ -127,29 +128,36 @@ def main() -> int:
         port = free_port()
         server = start_server(model, port, args.workers, args.queue_size, tmp / "server.log")
         url = f"http://127.0.0.1:{port}/api/v1/screen" + ("?heatmap=true" if args.heatmap else "")
+        levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+        results = []
         try:
             load_test(url, image, 2, 1)  # warm-up: first-request imports and allocations
-            latencies, statuses, wall = load_test(url, image, args.requests, args.concurrency)
+            for level in levels:
+                results.append((level, *load_test(url, image, args.requests, level)))
         finally:
             server.terminate()
             server.wait(30)
 
-    errors = sum(n for status, n in statuses.items() if status != 200)
-    ms = np.asarray(latencies) * 1000
-    table = Table(title=f"osteopano serve load test: {args.requests} requests, {args.concurrency} concurrent, "
-                        f"server workers {args.workers} + queue {args.queue_size}, {os.cpu_count()} CPUs")
-    for col in ("model", "image", "ok", "errors", "p50 ms", "p95 ms", "max ms", "req/s"):
+    load = os.getloadavg()
+    table = Table(title=f"osteopano serve load test: {args.requests} requests per row, server workers "
+                        f"{args.workers} + queue {args.queue_size}, {os.cpu_count()} CPUs, load average {load[0]:.1f}")
+    for col in ("model", "image", "clients", "ok", "errors", "p50 ms", "p95 ms", "max ms", "req/s"):
         table.add_column(col, justify="left" if col in ("model", "image") else "right")
-    table.add_row(
-        "tiny synthetic ONNX (built)" if args.model is None else str(args.model),
-        f"{len(image) / 1e6:.2f} MB" + (f" {args.image.name}" if args.image else f" phantom {args.width} px"),
-        str(statuses.get(200, 0)), str(errors),
-        *(f"{np.percentile(ms, q):.0f}" if len(ms) else "-" for q in (50, 95, 100)),
-        f"{len(latencies) / wall:.1f}",
-    )
+    errors = 0
+    for level, latencies, statuses, wall in results:
+        bad = sum(n for status, n in statuses.items() if status != 200)
+        errors += bad
+        ms = np.asarray(latencies) * 1000
+        table.add_row(
+            "tiny synthetic ONNX (built)" if args.model is None else str(args.model),
+            f"{len(image) / 1e6:.2f} MB" + (f" {args.image.name}" if args.image else f" phantom {args.width} px"),
+            str(level), str(statuses.get(200, 0)), str(bad),
+            *(f"{np.percentile(ms, q):.0f}" if len(ms) else "-" for q in (50, 95, 100)),
+            f"{len(latencies) / wall:.1f}",
+        )
+        if bad:
+            console.print(f"[red]{level} clients, non-200 answers: {dict(statuses)}")
     console.print(table)
-    if errors:
-        console.print(f"[red]non-200 answers: {dict(statuses)}")
     return 1 if errors else 0
 
 

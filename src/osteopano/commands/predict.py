@@ -46,6 +46,10 @@ def command(
                                           "(implies --measure)."),
     fhir_out: Path | None = typer.Option(None, "--fhir-out", help="Write a FHIR Bundle (DiagnosticReport + "
                                          "Observations) JSON per image into DIR (implies --measure)."),
+    ray: str | None = typer.Option(None, "--ray", metavar="ADDRESS",
+                                   help="Run on Ray Data (pip install 'osteopano\\[scale]'; an .onnx model and "
+                                   "--out FILE.csv/.jsonl): 'local' starts a Ray on this machine (or joins "
+                                   "RAY_ADDRESS's), 'auto' or HOST:6379 a running cluster."),
 ) -> None:
     """Screen radiographs for signs of osteoporosis: probability and refer-for-DXA decision per image.
 
@@ -64,6 +68,16 @@ def command(
 
     from osteopano.prepare.risk import clean_values
 
+    if ray is not None:
+        from osteopano.screen.ray_data import predict_command
+
+        return predict_command(model, inputs, out, address=None if ray == "local" else ray, resume=resume,
+                               batch_size=batch_size, threshold=threshold, pixel_spacing_mm=pixel_spacing,
+                               gate=not no_gate, covariates={k: v for k, v in (("age", age), ("sex", sex)) if v is not None},
+                               unsupported=[name for name, v in (("--heatmaps", heatmaps), ("--report", report),
+                                                                 ("--measure", measure), ("--weight", weight),
+                                                                 ("--dicom-out", dicom_out), ("--fhir-out", fhir_out))
+                                            if v])
     clinical = {k: v for k, v in (("age", age), ("sex", sex), ("weight_kg", weight)) if v is not None}
     clean_values(clinical, "--age/--sex/--weight")   # a bad value stops here, with one line
     outputs = Outputs(out=out, heatmaps=heatmaps, report=report, dicom_out=dicom_out, fhir_out=fhir_out)

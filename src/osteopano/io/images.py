@@ -1,7 +1,11 @@
 """Read any supported radiograph file into one grey, [0, 1] ``Radiograph``; write test images.
 
 Supported: PNG, JPEG, BMP, TIFF (8 and 16 bit, grey or RGB) through Pillow and DICOM through
-pydicom. The file's content decides how it is read (the DICOM ``DICM`` preamble, then Pillow);
+pydicom. Pillow reads the header (format, size, frames, spacing, orientation); plain grey/RGB PNG and
+JPEG pixels are then decoded by OpenCV (``cv2.imdecode``, native dtype, GIL released, so threads
+decode in parallel) - the same pixel values Pillow gives, faster; everything else is decoded by
+Pillow. ``reduce_to`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 resolution by the JPEG library
+itself (DCT scaling) when the caller needs only that many pixels. The file's content decides how it is read (the DICOM ``DICM`` preamble, then Pillow);
 the extension only matters for files without a preamble named ``.dcm``/``.dicom`` and for the
 error message. Every failure is an ``ImageReadError`` naming the file and the reason, so a batch
 can record it and go on.
@@ -38,8 +42,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 from osteopano.errors import ImageReadError
 from osteopano.io.files import atomic_path
@@ -89,11 +94,15 @@ class Radiograph:
 # ----------------------------------------------------------------------------- public API
 
 
-def read_image(path: str | Path, *, max_pixels: int = 100_000_000, frame: int | None = None) -> Radiograph:
+def read_image(path: str | Path, *, max_pixels: int = 100_000_000, frame: int | None = None,
+               reduce_to: int | None = None) -> Radiograph:
     """Read a PNG/JPEG/BMP/TIFF/DICOM file into a Radiograph; raises ImageReadError.
 
     Images above ``max_pixels`` are refused from their header, before decoding. ``frame`` picks one
     frame (0-based) of a multi-frame DICOM / multi-page TIFF / animated PNG, which are refused without it.
+    ``reduce_to``: the caller needs only this many pixels on each side, so a JPEG may be decoded at 1/2,
+    1/4 or 1/8 of its size (the largest reduction keeping both sides >= ``reduce_to``; the pixel spacing
+    is scaled to match); other formats ignore it.
     """
     path = Path(path)
     if not path.exists():
@@ -107,18 +116,19 @@ def read_image(path: str | Path, *, max_pixels: int = 100_000_000, frame: int | 
         with path.open("rb") as fh:
             head = fh.read(132)
             fh.seek(0)
-            return _read(fh, head, path, path.suffix.lower(), max_pixels, frame)
+            return _read(fh, head, path, path.suffix.lower(), max_pixels, frame, reduce_to)
     except OSError as exc:  # permission denied, I/O error while opening
         raise ImageReadError(path, f"cannot open file: {exc.strerror or exc}") from exc
 
 
 def read_image_bytes(
-    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000, frame: int | None = None
+    data: bytes, name: str = "upload", *, max_pixels: int = 100_000_000, frame: int | None = None,
+    reduce_to: int | None = None,
 ) -> Radiograph:
     """Read an image held in memory (a web upload); the type is judged from the content only."""
     if not data:
         raise ImageReadError(name, "empty file (0 bytes)")
-    return _read(io.BytesIO(data), data[:132], name, "", max_pixels, frame)
+    return _read(io.BytesIO(data), data[:132], name, "", max_pixels, frame, reduce_to)
 
 
 def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Radiograph:
@@ -219,7 +229,7 @@ def write_dicom(
 
 
 def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: int,
-          frame: int | None = None) -> Radiograph:
+          frame: int | None = None, reduce_to: int | None = None) -> Radiograph:
     """Check the container, decide DICOM or Pillow from the content and decode; wrap every library error."""
     if frame is not None and frame < 0:
         raise ImageReadError(name, f"frame {frame}: frames are numbered from 0")
@@ -233,7 +243,7 @@ def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: 
         except CorruptImage as exc:
             raise ImageReadError(name, exc.reason) from None
         try:
-            return _read_pil(fh, name, max_pixels, frame)
+            return _read_pil(fh, name, max_pixels, frame, reduce_to)
         except _NotPillowImage:
             if suffix in DICOM_SUFFIXES:  # DICOM written without the 128-byte preamble
                 fh.seek(0)
@@ -265,7 +275,8 @@ def _describe(exc: BaseException) -> str:
 # ----------------------------------------------------------------------------- Pillow
 
 
-def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None = None) -> Radiograph:
+def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None = None,
+              reduce_to: int | None = None) -> Radiograph:
     with warnings.catch_warnings():
         # Our own max_pixels limit replaces Pillow's bomb warning; its hard error is caught below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -291,6 +302,18 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None
                     check_tiff_extent(img, fh.seek(0, io.SEEK_END))
                 except CorruptImage as exc:
                     raise ImageReadError(name, exc.reason) from None
+            fast = _cv2_decode(fh, img, fmt, reduce_to) if not frame else None
+            if fast is not None:
+                pixels, factor, chroma = fast
+                spacing = _pil_spacing(img)
+                if spacing is not None:
+                    pixels, row_mm = _square_pixels(pixels, spacing[0], spacing[1], name)
+                    spacing = None if row_mm is None else row_mm * factor
+                return Radiograph(pixels=pixels, bit_depth=_pil_bit_depth(img), pixel_spacing_mm=spacing,
+                                  source_format=fmt, path=str(name), chroma=chroma)
+            # WeasyPrint (the PDF reports) sets this Pillow-wide flag on import, after which a truncated
+            # file would decode silently with its missing rows grey: a radiograph must be whole
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
             try:
                 img.load()
             except Image.DecompressionBombError as exc:
@@ -311,6 +334,55 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None
         path=str(name),
         chroma=chroma,
     )
+
+
+# Pillow modes whose pixels OpenCV decodes to the same values: mode -> (dtype, channels).
+_CV2_MODES = {"L": (np.uint8, 1), "RGB": (np.uint8, 3), "RGBA": (np.uint8, 4),
+              "I;16": (np.uint16, 1), "I": (np.uint16, 1)}
+_CV2_REDUCED = {  # (factor, grey?) -> imdecode flag: the JPEG library's own DCT scaling
+    (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2, (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8, (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+    (4, False): cv2.IMREAD_REDUCED_COLOR_4, (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+}
+
+
+def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
+                reduce_to: int | None) -> tuple[np.ndarray, int, float] | None:
+    """Plain grey/RGB(A) single-frame PNG and JPEG pixels by ``cv2.imdecode`` in their native dtype, as
+    float32 [0, 1] exactly as the Pillow path makes them; None (Pillow decodes) for anything else: other
+    formats and modes, several frames, an EXIF rotation, a palette or tRNS, a file OpenCV cannot read.
+    Returns (pixels, reduction factor, chroma)."""
+    expected = _CV2_MODES.get(img.mode)
+    if fmt not in ("png", "jpeg") or expected is None or (fmt == "jpeg" and img.mode not in ("L", "RGB")):
+        return None
+    if "transparency" in img.info or (fmt == "png" and int(getattr(img, "n_frames", 1) or 1) > 1):
+        return None
+    fh.seek(0)
+    data = fh.read()
+    if fmt == "png" and b"eXIf" in data:  # a rotation Pillow would apply (possibly after the pixels)
+        return None
+    if fmt == "jpeg" and img.getexif().get(0x0112, 1) not in (1, None):
+        return None
+    factor, flag = 1, cv2.IMREAD_UNCHANGED
+    if fmt == "jpeg" and reduce_to:
+        width, height = img.size
+        factor = next((k for k in (8, 4, 2) if min(width, height) // k >= reduce_to), 1)
+        if factor > 1:
+            flag = _CV2_REDUCED[factor, img.mode == "L"]
+    if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
+        # a damaged file goes on to Pillow, which names the problem; OpenCV's own warning would be noise
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    dtype, channels = expected
+    if arr is None or arr.dtype != dtype or (arr.shape[2] if arr.ndim == 3 else 1) != channels:
+        return None
+    if factor == 1 and arr.shape[:2] != img.size[::-1]:
+        return None
+    if img.mode == "I":  # the Pillow path's float64 scaling, for identical rounding
+        return np.clip(arr.astype(np.float64) / 65535.0, 0.0, 1.0).astype(np.float32), factor, 0.0
+    unit = (arr if arr.ndim == 2 else arr[..., 2::-1]).astype(np.float32)  # BGR(A) -> RGB
+    unit /= 65535.0 if dtype == np.uint16 else 255.0  # in place: the same values as Pillow's path
+    return _to_grey(unit), factor, _chroma(unit)
 
 
 def _choose_pil_frame(img: Image.Image, fmt: str, frame: int | None, name: str | Path) -> None:

@@ -70,7 +70,7 @@ class RunConfig:
     weights: str = _PAPER["weights"]
     input_mode: str = "whole"            # 'whole' (the panoramic squashed to a square) | 'roi' (osteopano.prepare.roi)
     roi: dict[str, Any] = field(default_factory=lambda: RoiSpec().to_dict())   # crop geometry (roi input)
-    pixel_spacing_mm: float | None = None  # --pixel-spacing: the explicit spacing (roi input), see prepare.spacing
+    pixel_spacing_mm: float | None = None  # --pixel-spacing: the explicit spacing (roi input), see io.spacing
     covariates: list[str] = field(default_factory=list)          # clinical inputs to the head: age, sex
     image_size: int = _PAPER["image_size"]
     preprocess: dict[str, Any] | None = None   # None: presets.recipe(preset, backbone, input_mode, image_size)

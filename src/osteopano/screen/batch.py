@@ -24,6 +24,7 @@ from osteopano.io.rows import RowWriter, check_output_file, previous_rows
 from osteopano.io.walk import OutputNames, iter_image_paths
 from osteopano.prepare.risk import manifest_values
 from osteopano.io.spacing import manifest_spacings
+from osteopano.screen.prefetch import iter_screen_prefetched
 from osteopano.screen.result import ScreeningResult
 from osteopano.screen.screener import Screener
 
@@ -104,10 +105,10 @@ def _batches(screener: Screener, inputs: list[Path], plan: Plan, outputs: Output
     names = OutputNames(inputs, outputs.folders())
     spacings = manifest_spacings(plan.todo)
     try:
-        for pairs in screener.iter_screen(plan.todo, heatmap=heatmap, batch_size=batch_size,
-                                          pixel_spacing_mm=pixel_spacing_mm, spacings=spacings,
-                                          covariates=covariates, clinical=clinical,
-                                          clinical_manifest=manifest_values(plan.todo)):
+        for pairs in iter_screen_prefetched(screener, plan.todo, heatmap=heatmap, batch_size=batch_size,
+                                            pixel_spacing_mm=pixel_spacing_mm, spacings=spacings,
+                                            covariates=covariates, clinical=clinical,
+                                            clinical_manifest=manifest_values(plan.todo)):
             batch = [_finish(screener, result, image, outputs, names) for result, image in pairs]
             if writer is not None:
                 writer.write([item.row for item in batch])

@@ -99,10 +99,8 @@ class OnnxEngine(Engine):
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: no such ONNX file")
-        options = ort.SessionOptions()
         threads = threads or int(os.environ.get("OSTEOPANO_ONNX_THREADS", "0") or 0)
-        if threads:
-            options.intra_op_num_threads = threads
+        options = session_options(ort, threads)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable files
@@ -117,6 +115,21 @@ class OnnxEngine(Engine):
             feed[self.input_names[1]] = np.ascontiguousarray(covariates, dtype=np.float32)
         (probs,) = self.session.run(None, feed)
         return probs[:, self.spec.positive_index]
+
+
+def session_options(ort: Any, threads: int | None = None) -> Any:
+    """ONNX Runtime settings for a pipeline whose decode threads share the cores with inference:
+    ``threads`` intra-op threads (default: onnxruntime's, one per core; 1 for one session per core,
+    as on Ray), no busy-waiting between ops (spinning threads would take the cores from the
+    decoders), sequential execution, every graph optimisation."""
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return options
 
 
 def load_engine(path: str | Path, engine: str = "auto") -> Engine:
