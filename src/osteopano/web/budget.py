@@ -1,7 +1,9 @@
 """The decoded-pixel budget: an upload's size in pixels read from its header before anything is decoded,
 refused above the per-request limit (413), admitted only while the server's budget for images being
 screened at once has room (else 503), so a small compressed file that inflates to a huge image (a
-"zip bomb" PNG) cannot exhaust the memory of the clinic PC. A page request costs about 30 bytes per
+"zip bomb" PNG) cannot exhaust the memory of the clinic PC. The budget is taken by the worker when
+it starts decoding (an upload waiting in the queue holds only its compressed bytes), and a worker
+waits for room rather than failing the request. A page request costs about 30 bytes per
 pixel at its peak (decoded image, display copies, overlays, report), the API about 22."""
 
 from __future__ import annotations
@@ -39,19 +41,21 @@ def image_pixels(data: bytes, kind: str) -> int | None:
 
 
 class PixelBudget:
-    """Megapixels of images being screened at once, thread-safe."""
+    """Megapixels of images being decoded and screened at once, thread-safe."""
 
     def __init__(self, total_pixels: int):
         self.total, self.used = int(total_pixels), 0
-        self._lock = threading.Lock()
+        self._room = threading.Condition()
 
-    def reserve(self, pixels: int) -> bool:
-        with self._lock:
-            if self.used + pixels > self.total:
+    def reserve(self, pixels: int, timeout: float = 0.0) -> bool:
+        """Take ``pixels`` of the budget, waiting up to ``timeout`` seconds for room; False when none came."""
+        with self._room:
+            if not self._room.wait_for(lambda: self.used + pixels <= self.total, timeout=timeout):
                 return False
             self.used += pixels
             return True
 
     def release(self, pixels: int) -> None:
-        with self._lock:
+        with self._room:
             self.used -= pixels
+            self._room.notify_all()

@@ -8,6 +8,7 @@ import asyncio
 import json
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -144,19 +145,25 @@ class Service:
                            f"(limit {self.max_pixels / 1e6:g})")
         busy = WebError(503, f"the server is busy ({self.capacity} screenings in progress or queued); "
                         f"try again in a few seconds", {"Retry-After": str(RETRY_AFTER_S)})
-        if not self.pixels.reserve(pixels):
-            raise busy
         if not self._acquire():
-            self.pixels.release(pixels)
             raise busy
         future: Future | None = None
+        deadline = time.monotonic() + self.timeout_s
+
+        def budgeted(up: Upload, sp: float | None) -> T:
+            # the worker takes the pixel budget when it starts decoding, waiting for room (never 503)
+            if not self.pixels.reserve(pixels, timeout=max(0.0, deadline - time.monotonic())):
+                raise OsteopanoError("the server had no memory free for this image in time; try again later")
+            try:
+                return job(up, sp)
+            finally:
+                self.pixels.release(pixels)
 
         def done(_future: Future | None = None) -> None:
-            self.pixels.release(pixels)
             self._release()
 
         try:
-            future = self.executor.submit(job, upload, spacing)
+            future = self.executor.submit(budgeted, upload, spacing)
             future.add_done_callback(done)
         finally:
             if future is None:
