@@ -13,7 +13,7 @@ SEED   ?= 11
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[all,dev]'
+	$(PY) -m pip install -q -e '.[all,scale,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
