@@ -383,14 +383,14 @@ def test_read_image_bytes_bad_content(data: bytes) -> None:
 
 def test_real_samples_load(real_samples: Path) -> None:
     files = sorted(p for p in real_samples.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if len(files) != 16:
-        pytest.skip(f"expected the 16 real samples in {real_samples}, found {len(files)}")
-    for path in files:
+    assert files, f"no images in {real_samples}"
+    for path in files:  # however many the folders hold
         image = read_image(path)
         assert image.bit_depth == 8, path
         assert image.pixels.dtype == np.float32
         assert 0.0 <= image.pixels.min() < image.pixels.max() <= 1.0, path
-        if path.parent.name == "native":
-            assert image.source_format == "png" and image.pixels.shape == (1435, 2943)
-        else:
-            assert image.source_format == "jpeg" and image.pixels.shape == (512, 512)
+        if path.parent.name in ("native", "dc1000-more"):  # native detector resolution, about 2943 x 1435
+            assert image.source_format == "png" and 2000 <= image.pixels.shape[1] <= 4000, path
+            assert 1.6 <= image.pixels.shape[1] / image.pixels.shape[0] <= 2.6, path
+        elif path.parent.name == "ufba-512":
+            assert image.source_format == "jpeg" and image.pixels.shape == (512, 512), path

@@ -684,4 +684,4 @@ def test_dicom_upload_offers_the_sr_and_the_overlay_in_the_source_study(measure_
     assert source.SOPInstanceUID in str(sr)   # the SR references the measured image
     assert (sc.Rows, sc.Columns) == (source.Rows, source.Columns) and sc.SamplesPerPixel == 3
     # a PNG has no study to join: no DICOM outputs
-    assert "/sr" not in measure_client.post("/screen", files={"file": ("opg.png", png.read_bytes())}).text
+    assert 'id="report-sr"' not in measure_client.post("/screen", files={"file": ("opg.png", png.read_bytes())}).text
