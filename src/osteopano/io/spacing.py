@@ -59,10 +59,10 @@ def resolve_spacing(option: float | None = None, manifest: float | None = None, 
     return Spacing(None, "unknown")
 
 
-def manifest_spacings(files: Iterable[Path]) -> dict[Path, float]:
-    """``pixel_spacing_mm`` of images listed in a ``manifest.csv`` in their folder or a folder above
-    (resolved paths -> value); rows without a number are left out."""
-    spacings: dict[Path, float] = {}
+def manifest_rows(files: Iterable[Path]) -> dict[Path, dict[str, str]]:
+    """The row of each image listed in a ``manifest.csv`` in its folder or a folder above (resolved path ->
+    the row's columns), each manifest read once; an unreadable manifest is passed over (it is optional)."""
+    rows: dict[Path, dict[str, str]] = {}
     read: set[Path] = set()
     for path in files:
         for folder in Path(path).resolve().parents:
@@ -75,12 +75,21 @@ def manifest_spacings(files: Iterable[Path]) -> dict[Path, float]:
             try:
                 with manifest.open(newline="", encoding="utf-8") as fh:
                     for row in csv.DictReader(fh):
-                        try:
-                            value = float(row.get("pixel_spacing_mm") or "nan")
-                        except ValueError:
-                            continue
-                        if math.isfinite(value) and row.get("path"):
-                            spacings.setdefault((manifest.parent / row["path"]).resolve(), value)
+                        if row.get("path"):
+                            rows.setdefault((manifest.parent / row["path"]).resolve(), row)
             except (OSError, UnicodeDecodeError, csv.Error):
                 continue
+    return rows
+
+
+def manifest_spacings(files: Iterable[Path]) -> dict[Path, float]:
+    """``pixel_spacing_mm`` of images listed in a manifest (``manifest_rows``); rows without a number are left out."""
+    spacings: dict[Path, float] = {}
+    for path, row in manifest_rows(files).items():
+        try:
+            value = float(row.get("pixel_spacing_mm") or "nan")
+        except ValueError:
+            continue
+        if math.isfinite(value):
+            spacings[path] = value
     return spacings

@@ -31,7 +31,6 @@ prompt to consider a bone-density assessment, never a diagnosis. Pure Python (no
 
 from __future__ import annotations
 
-import csv
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from osteopano.errors import DataError
+from osteopano.io.spacing import manifest_rows
 from osteopano.io.images import PLAUSIBLE_WEIGHT_KG, dicom_patient, parse_dicom_age  # noqa: F401  (read at decoding)
 
 HIGH_BELOW = -4       # OST < -4: high risk (Koh 2001)
@@ -172,25 +172,12 @@ def merge_values(*layers: tuple[str, Mapping[str, Any] | None]) -> tuple[dict[st
 
 
 def manifest_values(files: Iterable[Path]) -> dict[Path, dict[str, str]]:
-    """``age``, ``sex``, ``weight_kg`` of images listed in a ``manifest.csv`` in their folder or a folder
-    above (resolved path -> the non-empty values), like ``osteopano.io.spacing.manifest_spacings``."""
+    """``age``, ``sex``, ``weight_kg`` of images listed in a manifest (``osteopano.io.spacing.manifest_rows``):
+    resolved path -> the non-empty values."""
     found: dict[Path, dict[str, str]] = {}
-    read: set[Path] = set()
-    for path in files:
-        for folder in Path(path).resolve().parents:
-            manifest = folder / "manifest.csv"
-            if manifest in read:
-                continue
-            read.add(manifest)
-            if not manifest.is_file():
-                continue
-            try:
-                with manifest.open(newline="", encoding="utf-8") as fh:
-                    for row in csv.DictReader(fh):
-                        values = {k: str(row[c]).strip() for k, c in MANIFEST_COLUMNS.items()
-                                  if row.get(c) is not None and str(row[c]).strip()}
-                        if values and row.get("path"):
-                            found.setdefault((manifest.parent / row["path"]).resolve(), values)
-            except (OSError, UnicodeDecodeError, csv.Error):
-                continue
+    for path, row in manifest_rows(files).items():
+        values = {k: str(row[c]).strip() for k, c in MANIFEST_COLUMNS.items()
+                  if row.get(c) is not None and str(row[c]).strip()}
+        if values:
+            found[path] = values
     return found
