@@ -20,7 +20,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import numpy as np
 
 from osteopano.errors import OsteopanoError
 
@@ -101,18 +100,5 @@ def iter_screen_prefetched(screener: Any, images: Iterable[Any], *, heatmap: boo
 
 
 def _score(screener: Any, staged: list[tuple[Any, Any, Any]], heatmap: bool) -> list[tuple[Any, Any]]:
-    """The network half of ``Screener._screen_chunk`` on already staged images."""
-    ready = [model_input for _, _, model_input in staged if model_input is not None]
-    probs: Iterator[float] = iter([])
-    if ready and screener.engine is not None:
-        probs = iter(screener.engine.probabilities(np.stack([m.x for m in ready]),
-                                                   np.stack([m.covariates for m in ready])))
-    out = []
-    for result, image, model_input in staged:
-        if model_input is not None and screener.engine is not None:
-            p = float(next(probs))
-            result = result.replace(probability=p, decision=p >= screener.threshold)
-            if heatmap:
-                result = result.replace(heatmap=screener.engine.heatmap(image, model_input))
-        out.append((result, image))
-    return out
+    """The network half of the screener (``Screener._score``) on already staged images."""
+    return screener._score(staged, heatmap)

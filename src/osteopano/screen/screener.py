@@ -131,13 +131,16 @@ class Screener:
     def _screen_chunk(self, items: list[ImageLike], heatmap: bool, option: float | None,
                       spacings: Mapping[Path, float], covariates: Covariates, risk_inputs: tuple = ({}, {})
                       ) -> list[tuple[ScreeningResult, Radiograph | None]]:
-        staged = [self._stage(item, option, spacings, covariates, risk_inputs) for item in items]
-        ready = [(i, s) for i, s in enumerate(staged) if s[2] is not None]
+        return self._score([self._stage(item, option, spacings, covariates, risk_inputs) for item in items], heatmap)
+
+    def _score(self, staged: list[tuple[ScreeningResult, Radiograph | None, ModelInput | None]], heatmap: bool
+               ) -> list[tuple[ScreeningResult, Radiograph | None]]:
+        """The network half: one batch of probabilities for the staged images that have a model input."""
+        ready = [model_input for _, _, model_input in staged if model_input is not None]
         probs: Iterator[float] = iter([])
         if ready and self.engine is not None:
-            inputs = [s[2] for _, s in ready]
-            probs = iter(self.engine.probabilities(np.stack([m.x for m in inputs]),
-                                                   np.stack([m.covariates for m in inputs])))
+            probs = iter(self.engine.probabilities(np.stack([m.x for m in ready]),
+                                                   np.stack([m.covariates for m in ready])))
         out = []
         for result, image, model_input in staged:
             if model_input is not None and self.engine is not None:
