@@ -10,6 +10,18 @@ import pytest
 REAL_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "real-samples"
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """Commands that configure logging (``pacs``) must not leave handlers on a test's captured stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def real_samples() -> Path:
     """The folder of real, unlabelled radiographs (skips the test when it is absent)."""

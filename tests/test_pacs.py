@@ -372,3 +372,23 @@ def test_documented_orthanc_auto_routing(phantoms, tmp_path):
     assert sorted(t["Modality"] for t in server_instances) == ["OT", "PX", "SR"]
     text = log_path.read_text()
     assert text.count(" INFO received ") == 1 and f"(PX) from {server.aet}@127.0.0.1" in text
+
+
+def test_command_logging_follows_the_current_stderr(monkeypatch):
+    """The log handler `pacs` installs writes to sys.stderr as it is when a record is emitted: a stream that
+    was stderr at set-up and has since been closed (an embedding app's, a test's capture) gives no
+    '--- Logging error ---' traceback."""
+    import io
+    import logging
+    import sys
+
+    from osteopano.commands.pacs import _logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    _logging(verbose=False)
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("osteopano.test").info("after the first stream closed")
+    assert "after the first stream closed" in second.getvalue()
+    assert "Logging error" not in second.getvalue()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import typer
@@ -29,9 +30,26 @@ def _screener(model: Path | None, engine: str, threshold_mm: float):
     return lambda ds: screen_dataset(ds, screener, name=str(ds.get("SOPInstanceUID", "dataset")))
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time, never to a stream captured at set-up (which may
+    be closed or replaced by then, e.g. an embedding application's or a test's)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: D102
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S", force=True)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     # Library loggers are chatty (highdicom: per module; pynetdicom at DEBUG dumps datasets with
     # patient names): keep them to warnings.
     for name in ("pynetdicom", "highdicom", "dicomweb_client", "urllib3"):
