@@ -34,6 +34,8 @@ ROW_START = 0.35          # rows above this fraction of the height are never sea
 COL_MARGIN = 0.02         # columns this close to the image sides are left out (frames, letters)
 METAL_LEVEL = 0.985       # normalised intensity of saturated metal / enamel; masked with a margin
 METAL_MARGIN_MM = 2.0
+CORTEX_LIKE_MM = (15.0, 6.0)  # a bright region at least this long and at most this thick on average is
+                              # the cortex (long and thin), not metal (compact: fillings, crowns, bridges)
 EDGE_PERCENTILE = 97.0    # edge strength normalised by this percentile of the searched region
 EDGE_SATURATION = 0.5     # ... and saturated at this fraction of it
 DEPTH_BONUS = 0.25        # reward for lying low (0 at ROW_START, this at the bottom)
@@ -48,6 +50,20 @@ RAMUS_SLOPE = 1.0         # ... or where the path rises steeper than this (45 de
 ANGLE_MIN_RISE = 0.25     # ... or, once the border has risen at least this steeply, where its rise
 ANGLE_FLATTEN = 0.2       #     falls below this fraction of the steepest rise so far (past the angle)
 ANGLE_FROM_MIDLINE_MM = 60.0  # (never nearer the midline than this)
+NEAR_MM = (0.5, 2.0)      # the two sides of an edge: mean intensity this far above / below it
+BAND_GAP_MM = (2.5, 20.0)  # a soft-tissue band's lower edge lies this far below the real border
+BAND_STEP_RATIO = 0.5     # ... whose step is at least this fraction of the band edge's step
+BAND_BRIGHTER = 0.5       # ... with tissue above it brighter by this fraction of that step
+BAND_DOMINANT = 2.0       # (or a step this many times stronger right above, however textured between)
+BAND_VALLEY = 0.25        # ... and the rise between stops (gradient below this fraction of the lower edge's)
+VALLEY_SIGMA_MM = 0.5
+VALLEY_MARGIN_MM = 1.0
+BAND_SMOOTH = 0.6         # ... and the strip between at most this textured relative to the bone above
+TEXTURE_SIGMA_MM = (0.5, 1.0)  # texture = |difference of Gaussians| at these scales (linear intensities)
+TEXTURE_MARGIN_MM = 1.5   # ... kept this far from the two edges themselves
+BONE_ABOVE_MM = (4.0, 12.0)    # bone texture is measured this far above the real border
+BAND_RUN_MM = 10.0        # a band is rejected where most columns over this much border say so
+BAND_ROUNDS = 2           # bands below bands (the hyoid under the soft tissue): rejected in turn
 
 
 def anatomy_scale(shape: tuple[int, int]) -> float:
@@ -112,6 +128,26 @@ def body_end(xs: np.ndarray, ys: np.ndarray, support: np.ndarray, nominal_mm: fl
     return end
 
 
+def metal_mask(small: np.ndarray, work_mm: float) -> np.ndarray:
+    """Saturated metal and enamel (compact bright regions), dilated by ``METAL_MARGIN_MM``.
+
+    The brightest pixels of a radiograph are metal restorations and enamel, but on many images
+    also the dense cortex of the inferior border itself; a bright region that is long and thin
+    (``CORTEX_LIKE_MM``: horizontal extent, mean thickness) is that cortex and stays unmasked."""
+    bright = small >= METAL_LEVEL
+    if not bright.any():
+        return bright
+    lab, n = ndimage.label(bright)
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        extent = (sl[1].stop - sl[1].start) * work_mm
+        if extent >= CORTEX_LIKE_MM[0] and area[i] * work_mm ** 2 / extent <= CORTEX_LIKE_MM[1]:
+            bright[lab == i] = False
+    if not bright.any():
+        return bright
+    return ndimage.binary_dilation(bright, iterations=max(1, round(METAL_MARGIN_MM / work_mm)))
+
+
 def edge_map(small: np.ndarray, sigmas_px: tuple[float, float], metal: np.ndarray, r0: int,
              cols: slice) -> np.ndarray:
     """Normalised 'bright above, dark below' edge strength in [0, 1] (rows from ``r0``)."""
@@ -127,6 +163,83 @@ def edge_map(small: np.ndarray, sigmas_px: tuple[float, float], metal: np.ndarra
         e = np.clip(e / (EDGE_SATURATION * scale), 0, 1)
         out = e if out is None else np.sqrt(out * e)
     return out
+
+
+def _strip_mean(img: np.ndarray, rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Per column j: mean of img[rows[j] + k, j] for k in lo..hi (rows clipped to the image)."""
+    n, m = img.shape
+    k = np.arange(lo, hi + 1)[:, None]
+    r = np.clip(rows[None, :] + k, 0, n - 1)
+    return img[r, np.arange(m)[None, :]].mean(axis=0)
+
+
+def _between(img: np.ndarray, top: np.ndarray, bottom: np.ndarray, reduce, empty: float) -> np.ndarray:
+    """Per column j: ``reduce`` (np.mean / np.min / np.max) of img[top[j]..bottom[j], j] (inclusive,
+    clipped to the image); ``empty`` where top > bottom."""
+    n, m = img.shape
+    length = int(max(1, (bottom - top).max() + 1)) if top.size else 1
+    r = top[None, :] + np.arange(length)[:, None]
+    valid = r <= bottom[None, :]
+    vals = img[np.clip(r, 0, n - 1), np.arange(m)[None, :]]
+    count = valid.sum(axis=0)
+    if reduce is np.mean:
+        out = np.where(valid, vals, 0.0).sum(axis=0) / np.maximum(count, 1)
+    else:
+        out = reduce(np.where(valid, vals, np.inf if reduce is np.min else -np.inf), axis=0)
+    return np.where(count > 0, out, empty)
+
+
+def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows: np.ndarray,
+                      work_mm: float) -> np.ndarray:
+    """Columns where the traced edge (``rows``, in ``small``'s rows; ``edge`` aligned with them) is
+    the lower edge of a soft-tissue band hanging below the mandible rather than the bone's edge.
+
+    There, a second continuous edge runs 2.5-20 mm above it (the real border) with (a) a step at
+    least half as strong, (b) tissue right above it clearly brighter than right above the traced
+    edge (bone over a dimmer soft-tissue plateau), and (c) a smooth, untextured strip between the
+    two (soft tissue, not trabecular bone). Bone above the real border is textured, so an edge
+    inside the mandible (the canal's roof, a shadow) fails (c) or (b)."""
+    n, m = small.shape
+    g0, g1 = (round(v / work_mm) for v in BAND_GAP_MM)
+    a0, a1 = (max(1, round(v / work_mm)) for v in NEAR_MM)
+    rows = np.asarray(rows, dtype=np.int64)
+    offs = np.arange(g1, g0 - 1, -1)  # strip row k = rows - offs[k] (top to bottom)
+    rr = rows[None, :] - offs[:, None]
+    inside = rr >= 0
+    # Only separate edges count (local maxima down each column), not the shoulder of the traced one.
+    ridge = edge * (edge >= np.roll(edge, 1, axis=0)) * (edge >= np.roll(edge, -1, axis=0))
+    strip = np.where(inside, ridge[np.clip(rr, 0, n - 1), np.arange(m)[None, :]], 0.0)
+    from osteopano.cortex.trace import dp_path  # noqa: PLC0415  (one DP implementation)
+
+    k = dp_path(-strip, MAX_STEP, SMOOTH_PENALTY)
+    upper = rows - offs[k]
+
+    def step_at(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        above = _strip_mean(small, r, -a1, -a0)
+        return above, above - _strip_mean(small, r, a0, a1)
+
+    above1, step1 = step_at(rows)
+    above2, step2 = step_at(upper)
+    fine = ndimage.gaussian_filter(lin, TEXTURE_SIGMA_MM[0] / work_mm)
+    tex = np.abs(fine - ndimage.gaussian_filter(lin, TEXTURE_SIGMA_MM[1] / work_mm))
+    gap = rows - upper
+    t0 = max(1, round(TEXTURE_MARGIN_MM / work_mm))
+    between = _between(tex, upper + t0, rows - t0, np.mean, np.inf)
+    b0, b1 = (round(v / work_mm) for v in BONE_ABOVE_MM)
+    bone = _strip_mean(tex, upper, -b1, -b0)
+    strong = step1 > 0
+    smooth = (between <= BAND_SMOOTH * bone) | (step2 >= BAND_DOMINANT * step1)
+    # A band has a plateau between its lower edge and the bone (the intensity stops rising); the
+    # rounded inferior border itself brightens gradually over a few mm (the X-ray path through the
+    # bone grows), a ramp that keeps rising up to the cortex and is not a band.
+    grad = -ndimage.gaussian_filter(small, VALLEY_SIGMA_MM / work_mm, order=(1, 0))
+    v0 = max(1, round(VALLEY_MARGIN_MM / work_mm))
+    peak = _between(grad, rows - 1, rows + 1, np.max, 0.0)
+    valley = _between(grad, upper + v0, rows - v0, np.min, np.inf)
+    smooth &= valley <= BAND_VALLEY * np.maximum(peak, 1e-6)
+    cond = (strong & (step2 >= BAND_STEP_RATIO * step1) & (above2 - above1 >= BAND_BRIGHTER * step1)
+            & smooth & (gap >= g0) & (upper >= 0))
+    return cond
 
 
 def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
@@ -189,8 +302,9 @@ def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
     return path, chin
 
 
-def find_border(pixels: np.ndarray) -> Border | None:
-    """Trace the inferior border across a normalised radiograph (values 0..1)."""
+def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border | None:
+    """Trace the inferior border across a normalised radiograph (values 0..1; ``pixels`` rank
+    normalised, ``linear`` the same image linearly normalised for texture, default ``pixels``)."""
     h, w = pixels.shape
     nominal = anatomy_scale((h, w))
     f = min(1.0, nominal / WORK_MM)
@@ -198,10 +312,9 @@ def find_border(pixels: np.ndarray) -> Border | None:
     if sw < 40 or sh < 20:
         return None
     small = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA)
+    lin = small if linear is None else cv2.resize(linear, (sw, sh), interpolation=cv2.INTER_AREA)
     work_mm = nominal / f  # nominal mm per working pixel
-    metal = small >= METAL_LEVEL
-    if metal.any():
-        metal = ndimage.binary_dilation(metal, iterations=max(1, round(METAL_MARGIN_MM / work_mm)))
+    metal = metal_mask(small, work_mm)
     r0 = int(ROW_START * sh)
     c0, c1 = int(COL_MARGIN * sw), sw - int(COL_MARGIN * sw)
     if c1 - c0 < 20 or sh - r0 < 10:
@@ -211,6 +324,22 @@ def find_border(pixels: np.ndarray) -> Border | None:
     depth = np.linspace(0.0, DEPTH_BONUS, edge.shape[0])[:, None]
     path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
     n_rows = edge.shape[0]
+    near = max(1, round(1.5 / work_mm))
+    run = max(1, round(BAND_RUN_MM / work_mm))
+    cols = np.arange(path.size)
+    for _ in range(BAND_ROUNDS):
+        on = path < n_rows
+        if not on.any():
+            break
+        band = np.zeros(path.size, bool)
+        band[on] = soft_band_columns(small[r0:, c0:c1][:, on], lin[r0:, c0:c1][:, on], edge[:, on], path[on], work_mm)
+        band = ndimage.uniform_filter1d(band.astype(float), run, mode="nearest") >= 0.5
+        if not band.any():
+            break
+        for d in range(-near, near + 1):  # drop the band's edge and search again
+            r = np.clip(path[band] + d, 0, n_rows - 1)
+            edge[r, cols[band]] = 0.0
+        path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
     below = path >= n_rows
     support = np.where(below, 0.0, edge[np.minimum(path, n_rows - 1), np.arange(path.size)])
     y_small = (r0 + path).astype(float)

@@ -183,12 +183,13 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     """Measure the mandibular cortical width below the mental foramen on both sides."""
     spacing, source = _spacing(image, pixel_spacing_mm)
     raw = np.asarray(image.pixels, dtype=np.float32)
-    pixels = ct.normalise(raw)          # profiles: the intensities' own shape (half-level crossings)
-    ranked = ct.rank_normalise(raw)     # border search: independent of the rendering curve
+    # pixels: profiles (the intensities' own shape, half-level crossings); ranked: the border search
+    # (independent of the rendering curve). Both from one histogram of the image.
+    pixels, ranked = ct.normalise_both(raw)
     nominal = cb.anatomy_scale(pixels.shape)
     notes: list[str] = []
     right, left = SideMeasurement(side="right"), SideMeasurement(side="left")
-    border = cb.find_border(ranked) if min(pixels.shape) >= 64 else None
+    border = cb.find_border(ranked, pixels) if min(pixels.shape) >= 64 else None
     if border is None:
         for s in (right, left):
             s.reason = f"{s.side} border not found: image too small or blank"

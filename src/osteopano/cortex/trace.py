@@ -67,14 +67,27 @@ def rank_normalise(pixels: np.ndarray) -> np.ndarray:
     """Map intensities to their rank (the image's own cumulative histogram, ``RANK_BINS`` levels):
     any increasing intensity map (gamma, window, the device's or the export's LUT) gives the same
     image, so the border search does not depend on the rendering curve."""
+    return normalise_both(pixels)[1]
+
+
+def normalise_both(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`normalise`, :func:`rank_normalise`) from one pass over the image: both come from its
+    histogram at ``RANK_BINS`` levels (the 1st/99th percentiles read from the same cumulative
+    histogram, exact for 8-bit and to 1/4096 of the range otherwise)."""
     p = np.asarray(pixels, dtype=np.float32)
     lo, hi = float(p.min()), float(p.max())
     if hi - lo <= 1e-9:
-        return np.zeros_like(p)
+        return np.zeros_like(p), np.zeros_like(p)
     q = ((p - lo) * ((RANK_BINS - 1) / (hi - lo))).astype(np.int32)
-    cdf = np.cumsum(np.bincount(q.ravel(), minlength=RANK_BINS)).astype(np.float64)
-    cdf = (cdf - 0.5 * np.diff(np.concatenate([[0.0], cdf]))) / cdf[-1]  # mid-rank of each level
-    return cdf.astype(np.float32)[q]
+    counts = np.bincount(q.ravel(), minlength=RANK_BINS).astype(np.float64)
+    cdf = np.cumsum(counts)
+    total = cdf[-1]
+    rank = ((cdf - 0.5 * counts) / total).astype(np.float32)  # mid-rank of each level
+    step = (hi - lo) / (RANK_BINS - 1)
+    p1, p99 = (lo + step * float(np.searchsorted(cdf, f * total, side="left")) for f in (0.01, 0.99))
+    span = max(p99 - p1, 1e-6)
+    levels = np.clip((lo + step * np.arange(RANK_BINS) - p1) / span, 0.0, 1.0).astype(np.float32)
+    return levels[q], rank[q]
 
 
 def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
