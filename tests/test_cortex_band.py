@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from scipy import ndimage
 
@@ -56,8 +57,6 @@ def test_band_columns_flag_only_the_band_edge():
     _, ranked = ct.normalise_both(img)
     lin = ct.normalise(img)
     f = cb.WORK_MM / mm
-    import cv2
-
     small = cv2.resize(ranked, (round(img.shape[1] / f), round(img.shape[0] / f)), interpolation=cv2.INTER_AREA)
     lins = cv2.resize(lin, small.shape[::-1], interpolation=cv2.INTER_AREA)
     work = cb.WORK_MM

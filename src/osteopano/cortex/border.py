@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from osteopano.cortex.trace import dp_path
+
 REF_HEIGHT_MM = 145.0     # a panoramic field's height; its width is about REF_ASPECT times that
 REF_ASPECT = 2.05
 WORK_MM = 0.5             # working grid of the search, in anatomical (nominal) mm
@@ -209,8 +211,6 @@ def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows
     # Only separate edges count (local maxima down each column), not the shoulder of the traced one.
     ridge = edge * (edge >= np.roll(edge, 1, axis=0)) * (edge >= np.roll(edge, -1, axis=0))
     strip = np.where(inside, ridge[np.clip(rr, 0, n - 1), np.arange(m)[None, :]], 0.0)
-    from osteopano.cortex.trace import dp_path  # noqa: PLC0415  (one DP implementation)
-
     k = dp_path(-strip, MAX_STEP, SMOOTH_PENALTY)
     upper = rows - offs[k]
 
