@@ -66,7 +66,7 @@ def test_band_columns_flag_only_the_band_edge():
     bone_rows = np.round(np.interp(cols * f, np.arange(img.shape[1]), edge) / f).astype(int)
     centre = slice(small.shape[1] // 2 - 40, small.shape[1] // 2 + 40)
     band_rows = bone_rows + round(8.0 / work)
-    at_band = cb.soft_band_columns(small, lins, e, band_rows, work)[centre]
-    at_bone = cb.soft_band_columns(small, lins, e, bone_rows, work)[centre]
+    at_band = cb.soft_band_columns(small, lins, e, band_rows, work)[0][centre]
+    at_bone = cb.soft_band_columns(small, lins, e, bone_rows, work)[0][centre]
     assert at_band.mean() > 0.8
     assert at_bone.mean() < 0.1

@@ -64,7 +64,10 @@ BAND_SMOOTH = 0.6         # ... and the strip between at most this textured rela
 TEXTURE_SIGMA_MM = (0.5, 1.0)  # texture = |difference of Gaussians| at these scales (linear intensities)
 TEXTURE_MARGIN_MM = 1.5   # ... kept this far from the two edges themselves
 BONE_ABOVE_MM = (4.0, 12.0)    # bone texture is measured this far above the real border
+NOISE_BELOW_MM = (2.0, 6.0)    # ... and the noise floor this far below the traced edge (soft tissue)
+TEXTURE_RESOLVED = 2.0         # trabeculae count as resolved where the bone's texture is this many times the floor
 BAND_RUN_MM = 10.0        # a band is rejected where most columns over this much border say so
+BAND_SNAP_MM = 2.0        # the re-searched path must lie this close to the band test's upper edge
 BAND_ROUNDS = 2           # bands below bands (the hyoid under the soft tissue): rejected in turn
 
 
@@ -192,15 +195,19 @@ def _between(img: np.ndarray, top: np.ndarray, bottom: np.ndarray, reduce, empty
 
 
 def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows: np.ndarray,
-                      work_mm: float) -> np.ndarray:
+                      work_mm: float) -> tuple[np.ndarray, np.ndarray]:
     """Columns where the traced edge (``rows``, in ``small``'s rows; ``edge`` aligned with them) is
     the lower edge of a soft-tissue band hanging below the mandible rather than the bone's edge.
 
     There, a second continuous edge runs 2.5-20 mm above it (the real border) with (a) a step at
     least half as strong, (b) tissue right above it clearly brighter than right above the traced
     edge (bone over a dimmer soft-tissue plateau), and (c) a smooth, untextured strip between the
-    two (soft tissue, not trabecular bone). Bone above the real border is textured, so an edge
-    inside the mandible (the canal's roof, a shadow) fails (c) or (b)."""
+    two (soft tissue, not trabecular bone), or an upper step ``BAND_DOMINANT`` times as strong.
+    Bone above the real border is textured, so an edge inside the mandible (the canal's roof, a
+    shadow) fails (c) or (b). The texture test is used only where the image resolves the
+    trabeculae (the bone's texture at least ``TEXTURE_RESOLVED`` times the noise floor read in the
+    soft tissue below the traced edge); elsewhere only the dominant upper step counts.
+    Returns (band flag per column, the upper edge's row per column)."""
     n, m = small.shape
     g0, g1 = (round(v / work_mm) for v in BAND_GAP_MM)
     a0, a1 = (max(1, round(v / work_mm)) for v in NEAR_MM)
@@ -227,8 +234,17 @@ def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows
     between = _between(tex, upper + t0, rows - t0, np.mean, np.inf)
     b0, b1 = (round(v / work_mm) for v in BONE_ABOVE_MM)
     bone = _strip_mean(tex, upper, -b1, -b0)
+    # The texture test only tells bone from soft tissue where the image resolves the trabeculae:
+    # the bone's texture must stand clearly above the noise floor, read in the soft tissue below
+    # the traced edge. Where it does not (a coarse or noisy image), the test cannot speak and the
+    # band needs the dominant upper step instead.
+    n0, n1 = (round(v / work_mm) for v in NOISE_BELOW_MM)
+    noise = _strip_mean(tex, rows, n0, n1)
+    resolved = np.median(bone) >= TEXTURE_RESOLVED * max(float(np.median(noise)), 1e-9)
     strong = step1 > 0
-    smooth = (between <= BAND_SMOOTH * bone) | (step2 >= BAND_DOMINANT * step1)
+    smooth = (step2 >= BAND_DOMINANT * step1)
+    if resolved:
+        smooth |= between <= BAND_SMOOTH * bone
     # A band has a plateau between its lower edge and the bone (the intensity stops rising); the
     # rounded inferior border itself brightens gradually over a few mm (the X-ray path through the
     # bone grows), a ramp that keeps rising up to the cortex and is not a band.
@@ -239,7 +255,7 @@ def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows
     smooth &= valley <= BAND_VALLEY * np.maximum(peak, 1e-6)
     cond = (strong & (step2 >= BAND_STEP_RATIO * step1) & (above2 - above1 >= BAND_BRIGHTER * step1)
             & smooth & (gap >= g0) & (upper >= 0))
-    return cond
+    return cond, upper
 
 
 def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
@@ -302,6 +318,73 @@ def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
     return path, chin
 
 
+def _runs(flags: np.ndarray, min_len: int) -> np.ndarray:
+    """``flags`` with every run of True shorter than ``min_len`` cleared."""
+    out = flags.copy()
+    lab, n = ndimage.label(flags)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl[0].stop - sl[0].start < min_len:
+            out[sl] = False
+    return out
+
+
+def _reaches(path: np.ndarray, chin: int, support: np.ndarray, n_rows: int, work_mm: float) -> tuple[float, float]:
+    """How far (mm) the body runs from the chin on each side along ``path`` (``body_end``)."""
+    out = []
+    for idx in (np.arange(chin, -1, -1), np.arange(chin, path.size)):
+        idx = idx[path[idx] < n_rows]
+        if idx.size < 4:
+            out.append(0.0)
+            continue
+        end = body_end(idx.astype(float), path[idx].astype(float), support[idx], work_mm)
+        out.append(abs(int(idx[end - 1]) - chin) * work_mm if end else 0.0)
+    return out[0], out[1]
+
+
+def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray, edge: np.ndarray,
+                 depth: np.ndarray, work_mm: float) -> tuple[np.ndarray, int]:
+    """Move the path off the lower edge of soft-tissue bands (``soft_band_columns``) onto the bone.
+
+    A band counts only over a continuous run of at least ``BAND_RUN_MM`` of border; its edge is
+    removed (+-1.5 mm) from ``edge`` (in place) and the path searched again. The new path is kept
+    only when it is the bone edge the test found: on most of the band's columns it lies within
+    ``BAND_SNAP_MM`` of the upper edge, and neither side's body got shorter than ``BODY_MIN_MM``
+    where it was longer. Otherwise the first path stands (a rule that cannot make its case does
+    not move the border)."""
+    n_rows = edge.shape[0]
+    near = max(1, round(1.5 / work_mm))
+    run = max(1, round(BAND_RUN_MM / work_mm))
+    snap = max(1, round(BAND_SNAP_MM / work_mm))
+    cols = np.arange(path.size)
+    for _ in range(BAND_ROUNDS):
+        on = path < n_rows
+        if not on.any():
+            break
+        band = np.zeros(path.size, bool)
+        upper = np.full(path.size, -1, dtype=np.int64)
+        band[on], upper[on] = soft_band_columns(small[:, on], lin[:, on], edge[:, on], path[on], work_mm)
+        band = ndimage.uniform_filter1d(band.astype(float), run, mode="nearest") >= 0.5
+        band = _runs(band, run)
+        if not band.any():
+            break
+        trial = edge.copy()
+        for d in range(-near, near + 1):  # drop the band's edge and search again
+            r = np.clip(path[band] + d, 0, n_rows - 1)
+            trial[r, cols[band]] = 0.0
+        new, new_chin = u_path(trial + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
+        on_bone = np.abs(new[band] - upper[band]) <= snap
+        support = np.where(path < n_rows, edge[np.minimum(path, n_rows - 1), cols], 0.0)
+        new_support = np.where(new < n_rows, trial[np.minimum(new, n_rows - 1), cols], 0.0)
+        before = _reaches(path, chin, support, n_rows, work_mm)
+        after = _reaches(new, new_chin, new_support, n_rows, work_mm)
+        kept = all(a >= BODY_MIN_MM or b < BODY_MIN_MM for a, b in zip(after, before))
+        if on_bone.mean() < 0.5 or not kept:
+            break
+        edge[:] = trial
+        path, chin = new, new_chin
+    return path, chin
+
+
 def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border | None:
     """Trace the inferior border across a normalised radiograph (values 0..1; ``pixels`` rank
     normalised, ``linear`` the same image linearly normalised for texture, default ``pixels``)."""
@@ -324,22 +407,7 @@ def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border 
     depth = np.linspace(0.0, DEPTH_BONUS, edge.shape[0])[:, None]
     path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
     n_rows = edge.shape[0]
-    near = max(1, round(1.5 / work_mm))
-    run = max(1, round(BAND_RUN_MM / work_mm))
-    cols = np.arange(path.size)
-    for _ in range(BAND_ROUNDS):
-        on = path < n_rows
-        if not on.any():
-            break
-        band = np.zeros(path.size, bool)
-        band[on] = soft_band_columns(small[r0:, c0:c1][:, on], lin[r0:, c0:c1][:, on], edge[:, on], path[on], work_mm)
-        band = ndimage.uniform_filter1d(band.astype(float), run, mode="nearest") >= 0.5
-        if not band.any():
-            break
-        for d in range(-near, near + 1):  # drop the band's edge and search again
-            r = np.clip(path[band] + d, 0, n_rows - 1)
-            edge[r, cols[band]] = 0.0
-        path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
+    path, chin = reject_bands(path, chin, small[r0:, c0:c1], lin[r0:, c0:c1], edge, depth, work_mm)
     below = path >= n_rows
     support = np.where(below, 0.0, edge[np.minimum(path, n_rows - 1), np.arange(path.size)])
     y_small = (r0 + path).astype(float)
