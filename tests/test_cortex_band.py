@@ -70,3 +70,29 @@ def test_band_columns_flag_only_the_band_edge():
     at_bone = cb.soft_band_columns(small, lins, e, bone_rows, work)[0][centre]
     assert at_band.mean() > 0.8
     assert at_bone.mean() < 0.1
+
+
+def test_bright_roots_above_a_thin_cortex_do_not_move_the_border():
+    """Bright structures ending 12 mm above the border (root apices) over bone with a cortex:
+    not a soft-tissue band, the border stays on the bone's edge."""
+    img, edge, mm = _jaw(band_mm=0.0, seed=2)
+    h, w = img.shape
+    rows = np.arange(h)[:, None]
+    cols = np.arange(w)[None, :]
+    x = (cols - w / 2) * mm
+    roots = (np.abs(x) < 50) & ((np.abs(x) % 8) < 4) & (rows < edge[None, :] - 12 / mm) & (rows > edge[None, :] - 30 / mm)
+    img = img.copy()
+    img[roots] = 0.95
+    assert _offset_mm(img, edge, mm) < 2.5
+
+
+def test_metal_mask_keeps_a_long_thin_cortex_but_not_a_bridge_over_crowns():
+    work = cb.WORK_MM
+    small = np.zeros((200, 400), np.float32)
+    small[150:156, 50:350] = 1.0       # long and thin, nothing bright below: the cortex
+    small[40:50, 100:200] = 1.0        # long and thin with compact bright regions below it: a bridge
+    small[60:75, 110:130] = 1.0        # ... the crowns of the other jaw
+    small[60:75, 160:180] = 1.0
+    mask = cb.metal_mask(small, work)
+    assert not mask[152, 200]
+    assert mask[45, 150] and mask[67, 120]

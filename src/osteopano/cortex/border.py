@@ -67,6 +67,8 @@ BONE_ABOVE_MM = (4.0, 12.0)    # bone texture is measured this far above the rea
 NOISE_BELOW_MM = (2.0, 6.0)    # ... and the noise floor this far below the traced edge (soft tissue)
 TEXTURE_RESOLVED = 2.0         # trabeculae count as resolved where the bone's texture is this many times the floor
 BAND_RUN_MM = 10.0        # a band is rejected where most columns over this much border say so
+CORTEX_ABOVE_MM = (0.5, 2.5)  # a bone edge's cortex: this far above it brighter than ...
+INNER_ABOVE_MM = (6.0, 10.0)  # ... the bone this far above it
 BAND_SNAP_MM = 2.0        # the re-searched path must lie this close to the band test's upper edge
 BAND_ROUNDS = 2           # bands below bands (the hyoid under the soft tissue): rejected in turn
 
@@ -138,15 +140,25 @@ def metal_mask(small: np.ndarray, work_mm: float) -> np.ndarray:
 
     The brightest pixels of a radiograph are metal restorations and enamel, but on many images
     also the dense cortex of the inferior border itself; a bright region that is long and thin
-    (``CORTEX_LIKE_MM``: horizontal extent, mean thickness) is that cortex and stays unmasked."""
+    (``CORTEX_LIKE_MM``: horizontal extent, mean thickness) with no compact bright region below
+    it is that cortex and stays unmasked (a bridge lies above the crowns of the other jaw)."""
     bright = small >= METAL_LEVEL
     if not bright.any():
         return bright
     lab, n = ndimage.label(bright)
     area = np.bincount(lab.ravel(), minlength=n + 1)
-    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
-        extent = (sl[1].stop - sl[1].start) * work_mm
-        if extent >= CORTEX_LIKE_MM[0] and area[i] * work_mm ** 2 / extent <= CORTEX_LIKE_MM[1]:
+    boxes = ndimage.find_objects(lab)
+    long_thin = [(sl[1].stop - sl[1].start) * work_mm >= CORTEX_LIKE_MM[0]
+                 and area[i] * work_mm / (sl[1].stop - sl[1].start) <= CORTEX_LIKE_MM[1]
+                 for i, sl in enumerate(boxes, start=1)]
+    for i, sl in enumerate(boxes, start=1):
+        if not long_thin[i - 1]:
+            continue
+        # The cortex is the lowest bright structure of the jaw: a long thin region with compact
+        # metal below it (a bridge over the lower crowns, an upper bridge) is metal.
+        under = any(not long_thin[k] and o[0].start >= sl[0].stop and o[1].start < sl[1].stop
+                    and o[1].stop > sl[1].start for k, o in enumerate(boxes))
+        if not under:
             bright[lab == i] = False
     if not bright.any():
         return bright
@@ -201,8 +213,10 @@ def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows
 
     There, a second continuous edge runs 2.5-20 mm above it (the real border) with (a) a step at
     least half as strong, (b) tissue right above it clearly brighter than right above the traced
-    edge (bone over a dimmer soft-tissue plateau), and (c) a smooth, untextured strip between the
-    two (soft tissue, not trabecular bone), or an upper step ``BAND_DOMINANT`` times as strong.
+    edge (bone over a dimmer soft-tissue plateau), (c) a plateau between the two: the intensity
+    stops rising and never falls on the way up (bone between would show its cortex's inner margin),
+    and (d) a smooth, untextured strip between (soft tissue, not trabecular bone), or an upper step
+    ``BAND_DOMINANT`` times as strong.
     Bone above the real border is textured, so an edge inside the mandible (the canal's roof, a
     shadow) fails (c) or (b). The texture test is used only where the image resolves the
     trabeculae (the bone's texture at least ``TEXTURE_RESOLVED`` times the noise floor read in the
@@ -253,6 +267,10 @@ def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows
     peak = _between(grad, rows - 1, rows + 1, np.max, 0.0)
     valley = _between(grad, upper + v0, rows - v0, np.min, np.inf)
     smooth &= valley <= BAND_VALLEY * np.maximum(peak, 1e-6)
+    # ... and it never falls on the way up either: bone between the two edges (the real border's
+    # cortex under trabecular bone, root apices above) has an inner margin, a drop from the bright
+    # cortex into darker bone; a soft-tissue band has none.
+    smooth &= valley >= -BAND_VALLEY * np.maximum(peak, 1e-6)
     cond = (strong & (step2 >= BAND_STEP_RATIO * step1) & (above2 - above1 >= BAND_BRIGHTER * step1)
             & smooth & (gap >= g0) & (upper >= 0))
     return cond, upper
@@ -341,16 +359,26 @@ def _reaches(path: np.ndarray, chin: int, support: np.ndarray, n_rows: int, work
     return out[0], out[1]
 
 
+def _cortex_signal(small: np.ndarray, rows: np.ndarray, cols: np.ndarray, work_mm: float) -> np.ndarray:
+    """Per column: mean intensity ``CORTEX_ABOVE_MM`` above the edge at ``rows`` minus the mean
+    ``INNER_ABOVE_MM`` above it (positive where a bright cortex sits on the edge)."""
+    sub = small[:, cols]
+    c0, c1 = (max(1, round(v / work_mm)) for v in CORTEX_ABOVE_MM)
+    i0, i1 = (max(1, round(v / work_mm)) for v in INNER_ABOVE_MM)
+    return _strip_mean(sub, rows, -c1, -c0) - _strip_mean(sub, rows, -i1, -i0)
+
+
 def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray, edge: np.ndarray,
                  depth: np.ndarray, work_mm: float) -> tuple[np.ndarray, int]:
     """Move the path off the lower edge of soft-tissue bands (``soft_band_columns``) onto the bone.
 
-    A band counts only over a continuous run of at least ``BAND_RUN_MM`` of border; its edge is
-    removed (+-1.5 mm) from ``edge`` (in place) and the path searched again. The new path is kept
-    only when it is the bone edge the test found: on most of the band's columns it lies within
-    ``BAND_SNAP_MM`` of the upper edge, and neither side's body got shorter than ``BODY_MIN_MM``
-    where it was longer. Otherwise the first path stands (a rule that cannot make its case does
-    not move the border)."""
+    A band counts only over continuous runs of at least ``BAND_RUN_MM`` of border, on both sides
+    of the chin. The band (from 1.5 mm below its edge up to 1.5 mm below the upper edge) is removed
+    from ``edge`` and the path searched again. The new path is kept only when the rule can make its
+    case: on most of the band's columns it lies within ``BAND_SNAP_MM`` of the upper edge the test
+    found, it carries a cortex more clearly than the old edge (``_cortex_signal``), and neither
+    side's body got shorter than ``BODY_MIN_MM`` where it was longer. Otherwise the first path
+    stands. ``edge`` is updated in place when a band is rejected."""
     n_rows = edge.shape[0]
     near = max(1, round(1.5 / work_mm))
     run = max(1, round(BAND_RUN_MM / work_mm))
@@ -365,12 +393,15 @@ def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray
         band[on], upper[on] = soft_band_columns(small[:, on], lin[:, on], edge[:, on], path[on], work_mm)
         band = ndimage.uniform_filter1d(band.astype(float), run, mode="nearest") >= 0.5
         band = _runs(band, run)
-        if not band.any():
+        # A soft-tissue band hangs below the whole body (the submandibular tissue is projected on
+        # both sides): a run on one side only is taken for something else and left alone.
+        if not (band[:chin + 1].sum() >= run and band[chin:].sum() >= run):
             break
+        # Drop the band: its edge and the strip up to the upper edge (the broad edge map's shoulder
+        # would otherwise hold the path just above the band's edge), then search again.
         trial = edge.copy()
-        for d in range(-near, near + 1):  # drop the band's edge and search again
-            r = np.clip(path[band] + d, 0, n_rows - 1)
-            trial[r, cols[band]] = 0.0
+        rows = np.arange(n_rows)[:, None]
+        trial[(rows >= upper[None, :] + near) & (rows <= path[None, :] + near) & band[None, :]] = 0.0
         new, new_chin = u_path(trial + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
         on_bone = np.abs(new[band] - upper[band]) <= snap
         support = np.where(path < n_rows, edge[np.minimum(path, n_rows - 1), cols], 0.0)
@@ -378,7 +409,11 @@ def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray
         before = _reaches(path, chin, support, n_rows, work_mm)
         after = _reaches(new, new_chin, new_support, n_rows, work_mm)
         kept = all(a >= BODY_MIN_MM or b < BODY_MIN_MM for a, b in zip(after, before))
-        if on_bone.mean() < 0.5 or not kept:
+        # The bone's edge carries a cortex: right above it brighter than the bone further up. The
+        # band's edge has the dimmer band above it; an edge inside the bone (root apices, the
+        # canal) has no cortex of its own. The new edge must show a cortex more clearly.
+        gain = _cortex_signal(small, new[band], band, work_mm) - _cortex_signal(small, path[band], band, work_mm)
+        if on_bone.mean() < 0.5 or not kept or float(np.median(gain)) <= 0:
             break
         edge[:] = trial
         path, chin = new, new_chin
