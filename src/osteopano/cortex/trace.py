@@ -190,6 +190,25 @@ def _steepest(d: np.ndarray, t: np.ndarray, i0: int, i1: int) -> float:
     return float(t[k] + np.clip(off, -1, 1) * (t[1] - t[0]))
 
 
+def _idx(v: np.ndarray, t0: float, step: float, last: int) -> np.ndarray:
+    """Sample index of positions ``v`` (rounded like ``round``, clipped to the profile)."""
+    return np.clip(np.round((np.asarray(v, dtype=np.float64) - t0) / step), 0, last).astype(np.int64)
+
+
+def _window_stat(prof: np.ndarray, lo: np.ndarray, hi: np.ndarray, stat) -> np.ndarray:
+    """Per row i: ``stat`` of prof[i, lo[i]:hi[i] + 1] (NaN where the window is empty)."""
+    n = prof.shape[0]
+    length = int(max(1, (hi - lo).max() + 1)) if n else 1
+    cols = lo[:, None] + np.arange(length)[None, :]
+    valid = cols <= hi[:, None]
+    vals = np.where(valid, prof[np.arange(n)[:, None], np.minimum(cols, prof.shape[1] - 1)], np.nan)
+    out = np.full(n, np.nan)
+    has = valid.any(axis=1)
+    if has.any():
+        out[has] = stat(vals[has], axis=1)
+    return out
+
+
 def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     """Find the periosteal and endosteal edges of the bright cortical band on each profile.
 
@@ -226,13 +245,16 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     outer = np.full(n, np.nan)
     inner = np.full(n, np.nan)
     porosity = np.full(n, np.nan)
+    t_in = t[np.minimum(ii, last)]
+    # The three levels of every profile at once (windows of varying length, NaN-padded).
+    bgs = _window_stat(prof, _idx(t[io] - 1.5, t0, step, last), _idx(t[io] - 0.5, t0, step, last), np.nanmedian)
+    cortexes = _window_stat(prof, np.minimum(io, last), np.minimum(ii, last), lambda v, axis: np.nanpercentile(v, 75, axis=axis))
+    trabs = _window_stat(prof, _idx(t_in + 0.5, t0, step, last), _idx(t_in + 2.0, t0, step, last), np.nanmedian)
     for i in range(n):
-        p, to, ti = prof[i], t[io[i]], t[min(ii[i], t.size - 1)]
+        p, to, ti = prof[i], t[io[i]], t_in[i]
         if ii[i] >= t.size - 2:
             continue
-        bg = float(np.median(p[idx(to - 1.5):idx(to - 0.5) + 1]))
-        cortex = float(np.percentile(p[io[i]:ii[i] + 1], 75))
-        trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
+        bg, cortex, trab = float(bgs[i]), float(cortexes[i]), float(trabs[i])
         if cortex - bg <= MIN_CONTRAST:
             continue
         o = _steepest(d[i], t, idx(to - 0.5), idx(to + 0.5) + 1)
