@@ -96,3 +96,24 @@ def test_metal_mask_keeps_a_long_thin_cortex_but_not_a_bridge_over_crowns():
     mask = cb.metal_mask(small, work)
     assert not mask[152, 200]
     assert mask[45, 150] and mask[67, 120]
+
+
+def _profiles(band_mm: float) -> tuple[np.ndarray, np.ndarray, ct.Band]:
+    """Profiles across a cortex 3 mm wide (t = 0 at the traced edge); with ``band_mm`` > 0 a dim
+    soft-tissue band of that width lies between the traced edge and the bone."""
+    t = np.arange(-3.0, 10.0 + 1e-9, 0.05)
+    bone_edge = band_mm
+    p = np.where(t < 0, 0.1, 0.25)                       # soft tissue / band
+    p = np.where(t >= bone_edge, 0.9, p)                 # cortex
+    p = np.where(t >= bone_edge + 3.0, 0.6, p)           # trabecular bone
+    if band_mm == 0:
+        p = np.where((t >= 0) & (t < 3.0), 0.9, p)
+    prof = ndimage.gaussian_filter1d(np.tile(p, (9, 1)), 2.0, axis=1)
+    band = ct.Band(outer_t=np.zeros(9), inner_t=np.full(9, bone_edge + 3.0), porosity=np.zeros(9))
+    return prof, t, band
+
+
+def test_inner_step_ratio_tells_a_bone_edge_from_a_band_edge_below_it():
+    rows = np.arange(9)
+    assert ct.inner_step_ratio(*_profiles(0.0), rows) < 0.5     # the edge is the strongest rise
+    assert ct.inner_step_ratio(*_profiles(3.0), rows) > 2.0     # a faint step below the bone's edge

@@ -275,6 +275,31 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     return Band(outer_t=outer, inner_t=inner, porosity=porosity)
 
 
+INNER_STEP_SIGMA_MM = 0.25       # profiles smoothed this much before comparing steps
+INNER_STEP_FROM_MM = (1.0, 0.5)  # a step inside the band: from this far inside the outer edge to this far before the inner
+
+
+def inner_step_ratio(prof: np.ndarray, t: np.ndarray, band: Band, rows: np.ndarray) -> float:
+    """Median over ``rows`` of the strongest inward rise *inside* the measured band divided by the
+    rise at its outer edge (NaN when none readable). A bone's edge is the strongest rise of its
+    profile: the cortex is solid and bright from the edge in. A ratio well above 1 means the outer
+    edge is a fainter step below the bone (a soft-tissue band's edge), the bone's edge lying inside."""
+    step = t[1] - t[0]
+    d = np.gradient(ndimage.gaussian_filter1d(prof[rows], INNER_STEP_SIGMA_MM / step, axis=1), step, axis=1)
+    t0, last = float(t[0]), t.size - 1
+    o, e = band.outer_t[rows], band.inner_t[rows]
+    ok = np.isfinite(o) & np.isfinite(e) & (e - o > sum(INNER_STEP_FROM_MM))
+    if not ok.any():
+        return float("nan")
+    d, o, e = d[ok], o[ok], e[ok]
+    io = _idx(o, t0, step, last)
+    peak = _window_stat(d, np.maximum(io - 3, 0), np.minimum(io + 3, last), np.nanmax)
+    inner = _window_stat(d, _idx(o + INNER_STEP_FROM_MM[0], t0, step, last),
+                         _idx(e - INNER_STEP_FROM_MM[1], t0, step, last), np.nanmax)
+    good = peak > 0
+    return float(np.median(inner[good] / peak[good])) if good.any() else float("nan")
+
+
 SYMMETRY_MM = 2.0                 # working grid of the symmetry search
 SYMMETRY_SHIFT_MM = 25.0          # the midline is searched this far either side of the image centre
 SYMMETRY_TILT_DEG = 5.0           # ... tilted up to this much
