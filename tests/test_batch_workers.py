@@ -17,7 +17,12 @@ from typer.testing import CliRunner
 from osteopano.cli import app
 from osteopano.screen import batch as batch_module
 from osteopano.screen import prefetch as prefetch_module
-from osteopano.screen.batch import MIN_IMAGES_PER_PROCESS, Outputs, plan_batch, run_batch
+from osteopano.screen.batch import (
+    MIN_IMAGES_PER_PROCESS,
+    Outputs,
+    plan_batch,
+    run_batch,
+)
 from osteopano.screen.screener import Screener, load
 
 N_GOOD = 2 * MIN_IMAGES_PER_PROCESS  # enough for two staging processes

@@ -50,7 +50,12 @@ from PIL import Image, ImageFile, ImageOps
 
 from osteopano.errors import ImageReadError
 from osteopano.io.files import atomic_path
-from osteopano.io.integrity import CorruptImage, check_file, check_png, check_tiff_extent
+from osteopano.io.integrity import (
+    CorruptImage,
+    check_file,
+    check_png,
+    check_tiff_extent,
+)
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -607,7 +612,11 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool,
 def _guess_transfer_syntax(ds: Any) -> None:
     """A file without meta header: take the encoding pydicom detected while reading."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
 
     implicit, little = ds.original_encoding
     if not hasattr(ds, "file_meta") or ds.file_meta is None:
