@@ -272,7 +272,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
             raise WebError(409, "this server runs without a model (measurement mode): use POST /api/v1/measure")
         started = time.perf_counter()
         upload, screening = await service.screen(
-            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap), up.fields))
+            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap), up.fields), score_only=True)
         result = screening.result
         body = ScreenResponse(**_model_score(result).model_dump(exclude={"decision_text"}),
                               decision_text=decision_text(bool(result.decision)), filename=upload.filename,

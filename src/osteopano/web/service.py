@@ -52,7 +52,6 @@ SPACING_FIELD = "pixel_spacing_mm"
 
 T = TypeVar("T")
 
-SCORE_ONLY_PATHS = frozenset({"/api/v1/screen"})   # answers that show no measurement
 RISK_FIELDS = ("age", "sex", "weight_kg")           # form fields of the risk index, which may use the width
 # Whether the request being screened needs the cortex measured (set by Service.screen for its job).
 _MEASURE: contextvars.ContextVar[bool] = contextvars.ContextVar("osteopano_measure", default=True)
@@ -149,10 +148,13 @@ class Service:
             raise WebError(415, "unsupported file type: the content is not a PNG, JPEG, TIFF, BMP or DICOM image")
         return Upload(data=data, filename=safe_filename(filename), kind=kind, fields=fields)
 
-    async def screen(self, request: Request, job: Callable[[Upload, float | None], T]) -> tuple[Upload, T]:
-        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors."""
+    async def screen(self, request: Request, job: Callable[[Upload, float | None], T], *,
+                     score_only: bool = False) -> tuple[Upload, T]:
+        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors.
+        ``score_only``: the answer shows the model's score only, so the cortex is measured only where the
+        risk index or the model can use it (module text)."""
         upload = await self.read(request)
-        measure = (request.url.path not in SCORE_ONLY_PATHS or upload.kind == "dicom"
+        measure = (not score_only or upload.kind == "dicom"
                    or any((upload.fields.get(k) or "").strip() for k in RISK_FIELDS))
         spacing = parse_spacing(upload.fields.get(SPACING_FIELD))
         pixels = image_pixels(upload.data, upload.kind) or 0
