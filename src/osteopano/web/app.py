@@ -71,6 +71,7 @@ from osteopano.render.texts import (
     plain_language,
 )
 from osteopano.web.budget import MAX_REQUEST_MPX, SERVER_BUDGET_MPX
+from osteopano.web.measurement import risk_view, with_risk
 from osteopano.web.schema import (
     ERRORS,
     UPLOAD_BODY,
@@ -79,7 +80,6 @@ from osteopano.web.schema import (
     ModelScore,
     ScreenResponse,
 )
-from osteopano.web.measurement import risk_view, with_risk
 from osteopano.web.security import SecurityHeaders, allowed_host_names
 from osteopano.web.service import BODY_TIMEOUT_S, Service, _json_default
 from osteopano.web.store import ReportStore
