@@ -8,7 +8,7 @@ non-radiograph corpus of tests/bad_inputs.py (generated, seeded: photos from sci
 noise, blank, inverted / rotated / cropped phantoms...) plus variants derived from the real images
 (inverted, rotated, upside down, teeth crop, left half, noise of the same size) - target 100 %; and the
 gate's milliseconds per image on the real images (median and max, the template already built) and
-the one-off template build time. Real images carry no labels; nothing here is an accuracy figure.
+the one-off template read time. Real images carry no labels; nothing here is an accuracy figure.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def main() -> None:
     print(f"  all non-radiographs: {refused}/{n} refused ({refused / n:.1%})")
     if times:
         print(f"gate speed: median {statistics.median(times) * 1000:.1f} ms, max {max(times) * 1000:.1f} ms "
-              f"per image over {len(times)} real images; template built once in {build_s * 1000:.0f} ms")
+              f"per image over {len(times)} real images; template read once in {build_s * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -118,9 +118,13 @@ def test_checks_are_json_ready_and_reasons_name_the_check():
     assert blank.failed == "blank" and "all black" in blank.reason
 
 
-def test_template_is_reproducible():
-    rebuilt = gate._template.__wrapped__()
-    np.testing.assert_allclose(rebuilt, gate._template(), atol=1e-6)
+def test_template_is_shipped_frozen_and_its_builder_is_reproducible():
+    shipped = gate._template()
+    assert shipped.shape == gate.CANON and np.isfinite(shipped).all() and not shipped.flags.writeable
+    assert abs(shipped.mean()) < 0.05 and 0.5 < shipped.std() < 1.0  # a mean of z-scored layouts
+    np.testing.assert_array_equal(gate.build_template(), gate.build_template())
+    # the shipped layout is a panoramic's: bone (mandible) brighter below the middle than the airway above
+    assert shipped[40:56, 40:88].mean() > shipped[20:30, 40:88].mean()
 
 
 def test_bad_array_shape_is_a_value_error():
