@@ -116,7 +116,7 @@ class Distractors:
 
 
 class _Grids:
-    """Two low-resolution canvases: broad masses (blurred ~4 mm) and fine bony edges (~0.9 mm)."""
+    """Two low-resolution canvases: broad masses (blurred ~3 mm) and fine bony edges (~0.9 mm)."""
 
     def __init__(self, raster: Raster, k: float):
         self.k = k
@@ -154,7 +154,7 @@ class _Grids:
 
     def result(self, rng: np.random.Generator) -> np.ndarray:
         k = self.k
-        broad = resize(cv2.GaussianBlur(self.broad, (0, 0), 4.0 * k / self.lo_broad.mm), self.lo.shape)
+        broad = resize(cv2.GaussianBlur(self.broad, (0, 0), 3.0 * k / self.lo_broad.mm), self.lo.shape)
         fine = cv2.GaussianBlur(self.fine, (0, 0), 0.9 * k / self.lo.mm)
         upper = smoothstep((-self.lo.ys[:, None] + 10) / 30)  # bony clutter, strongest over the skull
         bp = bandpass_noise(rng, self.lo.shape, 1.0 / self.lo.mm, 6 / self.lo.mm)
@@ -167,12 +167,12 @@ def _skull_base(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
     j = lambda s: float(rng.normal(0, s))
     g.ell(g.broad, 0, -88, 175, 45, 0.4)  # skull base
     g.ell(g.broad, 0, -45, 112 + j(3), 38 + j(2), 0.24)  # maxilla / midface (bright on a real OPG)
-    for _ in range(int(rng.integers(6, 14))):  # thin bony edges crossing the upper field
+    for _ in range(int(rng.integers(10, 20))):  # thin bony edges crossing the upper field
         x0, y0 = rng.uniform(-150, 150), rng.uniform(-80, -35)
         ang, length = rng.uniform(-0.6, 0.6), rng.uniform(20, 70)
         pts = [(x0, y0), (x0 + length * np.cos(ang) / 2, y0 + length * np.sin(ang) / 2 + j(3)),
                (x0 + length * np.cos(ang), y0 + length * np.sin(ang))]
-        g.line(g.fine, pts, rng.uniform(0.03, 0.09), rng.uniform(0.6, 2.0))
+        g.line(g.fine, pts, rng.uniform(0.05, 0.12), rng.uniform(0.6, 2.0))
     for sx in (-1, 1):
         g.ell(g.fine, sx * (36 + j(2)), -74 + j(2), 20, 14, 0.11, thick=1.5, a0=150, a1=390)  # orbit rims
         g.ell(g.broad, sx * 36, -76, 17, 11, -0.15)  # orbit
@@ -180,7 +180,10 @@ def _skull_base(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
                0.08, 2.5)  # petrous ridge / skull base line  # fmt: skip
         gx = anat.gonial_x[0 if sx < 0 else 1] / anat.k
         g.ell(g.fine, sx * (gx + 3), -43, 10, 8, 0.08, thick=1.2, a0=180, a1=360)  # glenoid fossa
-        g.ell(g.broad, sx * (gx + 26 + j(3)), -18, 24, 58, 0.22)  # mastoid and lateral cervical spine
+        cx = sx * (gx + 24 + j(3))
+        g.ell(g.broad, cx, -22, 24, 56, 0.15)  # mastoid and the lateral cervical spine
+        for y in np.arange(-44, 26, rng.uniform(12, 16)):  # vertebral end plates of the lateral spine
+            g.line(g.fine, [(cx - 12, y + j(1)), (cx + 12, y + j(1))], 0.05, 1.5)
         g.ell(g.broad, sx * (gx - 8), -52, 40, 16, 0.08)  # articular eminence, zygomatic root
 
 

@@ -14,7 +14,7 @@ from osteopano.phantom.anatomy import Anatomy
 from osteopano.phantom.raster import Raster, poly
 
 WIDTHS = {1: [5.8, 6.2, 7.5, 7.8, 8.0, 12.0, 11.5, 11.0], -1: [8.5, 7.5, 8.2, 7.8, 7.5, 11.0, 10.5, 10.0]}
-MAGNIFICATION = 1.17  # a panoramic machine magnifies the teeth by about 1.15-1.3 (widths above are anatomical)
+MAGNIFICATION = 1.22  # a panoramic machine magnifies the teeth by about 1.15-1.3 (widths above are anatomical)
 ROOT_CLEAR_MM = 17.0  # lower root apices end at least this far above the inferior border
 METAL = 1.4  # attenuation added by metal: saturates the detector whatever the exposure
 
