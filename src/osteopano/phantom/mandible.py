@@ -19,6 +19,7 @@ from osteopano.phantom.raster import (
     stroke,
 )
 
+EROSION_SPAN = 1.9  # latent erosion above 0.25 over which the signs grow to full strength
 SITE_CLEAR_MM = 1.5  # lacunae, residues and pores stay this far (along x) from the sites
 ENDOSTEAL_RAMP = (0.25, 0.6, 1.2)  # the cortex fades into trabecular bone over 0.25 x width (0.6-1.2 mm), centred on it
 
@@ -27,7 +28,7 @@ def erosion_strength(erosion: float, expression: float) -> float:
     """How strongly the Klemetti signs are drawn (0 = even margin ... 1 = heavily eroded): a
     smooth ramp of the latent erosion, so classes overlap near the cuts, times the patient's
     own expression factor (the same erosion does not look the same in everyone)."""
-    return float(np.clip((erosion - 0.25) / 2.2 * expression, 0.0, 1.0))
+    return float(np.clip((erosion - 0.25) / EROSION_SPAN * expression, 0.0, 1.0))
 
 
 def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patient,
@@ -126,7 +127,7 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     along = np.zeros_like(xs)  # the cortex is not equally dense all along the border
     for _ in range(3):
         along += rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * xs / rng.uniform(35, 90) + rng.uniform(0, 2 * np.pi))
-    cortex_density = (0.25 - 0.07 * s) * (1 + along)
+    cortex_density = (0.25 - 0.05 * s) * (1 + along)
     porous = float(smoothstep((s - 0.3) / 0.45))
     bn2 = cv2.remap(bandpass_noise(rng, bn_shape, 0.8, 2.5), map_u, map_v, cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REFLECT)  # fmt: skip
