@@ -60,9 +60,13 @@ for row in rows:
     image = read_image(root / row["path"])
     t = time.perf_counter()
     m = measure(image, pixel_spacing_mm=float(row["pixel_spacing_mm"]))
-    out = {"path": row["path"], "seconds": time.perf_counter() - t, "klemetti": m.klemetti_estimate}
+    out = {"path": row["path"], "seconds": time.perf_counter() - t, "klemetti": m.klemetti_estimate,
+           "quality": getattr(m, "quality", None)}
     for s in m.sides():
+        border = getattr(s, "border", None)
         out[s.side] = {"located": bool(s.located), "mcw_mm": s.mcw_mm,
+                       "quality": getattr(s, "quality", None), "reason": getattr(s, "reason", None),
+                       "border": [list(map(float, p)) for p in border[::4]] if border is not None and len(border) else None,
                        "site_xy": list(map(float, s.site_xy)) if s.site_xy is not None else None}
     print(json.dumps(out), flush=True)
 """
@@ -97,7 +101,7 @@ def _dist_to_polyline(p: np.ndarray, poly: np.ndarray) -> float:
 def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dict[str, object]:
     """Per-side figures of one tracer against the manifest truth."""
     by_path = {r["path"]: r for r in results}
-    out: dict[str, object] = {"both_on_border": 0, "n": len(rows), "seconds": 0.0}
+    out: dict[str, object] = {"both_on_border": 0, "n": len(rows), "seconds": 0.0, "ok": 0, "ok_off": 0}
     per = {s: {"located": 0, "on_border": 0, "err": [], "site": []} for s in ("right", "left")}
     for row in rows:
         res = by_path[row["path"]]
@@ -105,13 +109,19 @@ def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dic
         spacing = float(row["pixel_spacing_mm"])
         border = phantom.decode_polyline(row["border_px"])
         ok_both = True
+        off = False
         for side in ("right", "left"):
             s = res[side]
             on = False
+            if s["located"] and s.get("border"):
+                # the traced side's median distance to the true border (a side "off" when > tol)
+                d = [_dist_to_polyline(np.array(p), border) for p in s["border"]]
+                off |= float(np.median(d)) * spacing > tol_mm
             if s["located"] and s["site_xy"] is not None:
                 per[side]["located"] += 1
                 xy = np.array(s["site_xy"])
                 on = _dist_to_polyline(xy, border) * spacing <= tol_mm
+                off |= not on
                 true_xy = np.array([float(row[f"site_{side}_x"]), float(row[f"site_{side}_y"])])
                 per[side]["site"].append(float(np.hypot(*(xy - true_xy))) * spacing)
                 if s["mcw_mm"] is not None:
@@ -119,6 +129,9 @@ def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dic
             per[side]["on_border"] += on
             ok_both &= on
         out["both_on_border"] += ok_both
+        if res.get("quality") == "ok":
+            out["ok"] += 1
+            out["ok_off"] += off
     out["sides"] = per
     return out
 
@@ -140,6 +153,8 @@ def _table(console: Console, title: str, sc: dict, tol: float) -> None:
     t.add_row("both", "", f"{sc['both_on_border']}/{n} = {sc['both_on_border'] / n:.1%}", f"{np.median(e):.3f}",
               f"{np.percentile(e, 95):.3f}", "")
     console.print(t)
+    console.print(f"quality ok: {sc['ok']}/{n} = {sc['ok'] / n:.1%}; ok images with a side (median over the side) or "
+                  f"site > {tol:g} mm off the true border: {sc['ok_off']}/{sc['ok']} = {sc['ok_off'] / max(sc['ok'], 1):.1%}")
     console.print(f"speed: {n / max(sc['seconds'], 1e-9):.2f} images/s (measure only, 1 process)")
     sc["median_err"], sc["p95_err"] = float(np.median(e)), float(np.percentile(e, 95))
 
@@ -150,6 +165,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026)
     ap.add_argument("--width", type=int, default=1600)
     ap.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
+    ap.add_argument("--reuse", action="store_true", help="with --keep: measure the images already there if its "
+                    "manifest holds --n images (no regeneration)")
     ap.add_argument("--compare-with", metavar="REV", default=None,
                     help="also measure with the tracer of this git commit (e.g. e1b58f0)")
     ap.add_argument("--border-tol-mm", type=float, default=2.0)
@@ -158,7 +175,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="osteopano-bench-") as tmp:
         root = args.keep or Path(tmp) / "data"
         t0 = time.perf_counter()
-        phantom.generate(root, args.n, args.seed, width=args.width, progress=False)
+        manifest = root / "manifest.csv"
+        if args.reuse and args.keep and manifest.exists() and len(manifest.read_text().splitlines()) == args.n + 1:
+            console.print(f"reusing the {args.n} images in {root} (generated earlier; seed and width as then)")
+        else:
+            phantom.generate(root, args.n, args.seed, width=args.width, progress=False)
         console.print(f"generated {args.n} synthetic images (width {args.width}, seed {args.seed}) "
                       f"in {time.perf_counter() - t0:.1f} s")
         with (root / "manifest.csv").open(newline="") as fh:

@@ -26,6 +26,9 @@ def command(
     no_gate: bool = typer.Option(False, "--no-gate", help="Research use: measure images the radiograph gate "
                                  "would refuse (recorded as gate=off)."),
     batch_size: int = typer.Option(4, "--batch-size", min=1, help="Images read and measured together."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Images decoded and measured in parallel, "
+                                       "each in its own process (default: one per core; 1: in this process). "
+                                       "Rows are the same and in input order for any number."),
     age: float | None = typer.Option(None, "--age", min=0.0, max=130.0, help="Patient age in years, for the OST "
                                      "risk index (every image; docs/clinic.md)."),
     sex: str | None = typer.Option(None, "--sex", help="F or M, for the OST risk index (every image)."),
@@ -63,8 +66,7 @@ def command(
         return
     screener = Screener(None, measure=True, threshold_mm=threshold_mm, gate=not no_gate, frame=frame)
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
-                        pixel_spacing_mm=pixel_spacing,
-                        clinical=clinical)
+                        pixel_spacing_mm=pixel_spacing, clinical=clinical, workers=workers)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "measuring", console)
     Console().print(_table(rows))
     summary(console, n_ok, n_err, out, plan, "measured")

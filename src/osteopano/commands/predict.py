@@ -30,6 +30,9 @@ def command(
     resume: bool = typer.Option(False, "--resume", help="Keep the rows already in --out, screen the images not in it "
                                 "yet and again those whose row had an error."),
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images read and predicted together."),
+    workers: int | None = typer.Option(None, "--workers", min=1, help="Images decoded and prepared in parallel "
+                                       "while the network runs (default: one per core; threads, or processes "
+                                       "with --measure; docs/speed.md). Rows are the same for any number."),
     frame: int | None = typer.Option(None, "--frame", min=0, help="The frame (0-based) to screen in "
                                      "multi-frame DICOM, multi-page TIFF or animated PNG files, which are refused "
                                      "without it."),
@@ -92,7 +95,7 @@ def command(
         raise DataError(f"--heatmaps: {screener.heatmap_unavailable}")
     covariates = {k: v for k, v in (("age", age), ("sex", sex)) if v is not None}
     batches = run_batch(screener, inputs, plan, outputs, resume=resume, batch_size=batch_size,
-                        pixel_spacing_mm=pixel_spacing, covariates=covariates, clinical=clinical)
+                        pixel_spacing_mm=pixel_spacing, covariates=covariates, clinical=clinical, workers=workers)
     rows, n_ok, n_err = drive(batches, len(plan.todo), "screening", console)
     if out is None:
         typer.echo("")  # keep the table off the progress bar's last line

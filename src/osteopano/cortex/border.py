@@ -26,6 +26,8 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
+from osteopano.cortex.trace import dp_path
+
 REF_HEIGHT_MM = 145.0     # a panoramic field's height; its width is about REF_ASPECT times that
 REF_ASPECT = 2.05
 WORK_MM = 0.5             # working grid of the search, in anatomical (nominal) mm
@@ -34,6 +36,8 @@ ROW_START = 0.35          # rows above this fraction of the height are never sea
 COL_MARGIN = 0.02         # columns this close to the image sides are left out (frames, letters)
 METAL_LEVEL = 0.985       # normalised intensity of saturated metal / enamel; masked with a margin
 METAL_MARGIN_MM = 2.0
+CORTEX_LIKE_MM = (15.0, 6.0)  # a bright region at least this long and at most this thick on average is
+                              # the cortex (long and thin), not metal (compact: fillings, crowns, bridges)
 EDGE_PERCENTILE = 97.0    # edge strength normalised by this percentile of the searched region
 EDGE_SATURATION = 0.5     # ... and saturated at this fraction of it
 DEPTH_BONUS = 0.25        # reward for lying low (0 at ROW_START, this at the bottom)
@@ -48,6 +52,25 @@ RAMUS_SLOPE = 1.0         # ... or where the path rises steeper than this (45 de
 ANGLE_MIN_RISE = 0.25     # ... or, once the border has risen at least this steeply, where its rise
 ANGLE_FLATTEN = 0.2       #     falls below this fraction of the steepest rise so far (past the angle)
 ANGLE_FROM_MIDLINE_MM = 60.0  # (never nearer the midline than this)
+NEAR_MM = (0.5, 2.0)      # the two sides of an edge: mean intensity this far above / below it
+BAND_GAP_MM = (2.5, 20.0)  # a soft-tissue band's lower edge lies this far below the real border
+BAND_STEP_RATIO = 0.5     # ... whose step is at least this fraction of the band edge's step
+BAND_BRIGHTER = 0.5       # ... with tissue above it brighter by this fraction of that step
+BAND_DOMINANT = 2.0       # (or a step this many times stronger right above, however textured between)
+BAND_VALLEY = 0.25        # ... and the rise between stops (gradient below this fraction of the lower edge's)
+VALLEY_SIGMA_MM = 0.5
+VALLEY_MARGIN_MM = 1.0
+BAND_SMOOTH = 0.6         # ... and the strip between at most this textured relative to the bone above
+TEXTURE_SIGMA_MM = (0.5, 1.0)  # texture = |difference of Gaussians| at these scales (linear intensities)
+TEXTURE_MARGIN_MM = 1.5   # ... kept this far from the two edges themselves
+BONE_ABOVE_MM = (4.0, 12.0)    # bone texture is measured this far above the real border
+NOISE_BELOW_MM = (2.0, 6.0)    # ... and the noise floor this far below the traced edge (soft tissue)
+TEXTURE_RESOLVED = 2.0         # trabeculae count as resolved where the bone's texture is this many times the floor
+BAND_RUN_MM = 10.0        # a band is rejected where most columns over this much border say so
+CORTEX_ABOVE_MM = (0.5, 2.5)  # a bone edge's cortex: this far above it brighter than ...
+INNER_ABOVE_MM = (6.0, 10.0)  # ... the bone this far above it
+BAND_SNAP_MM = 2.0        # the re-searched path must lie this close to the band test's upper edge
+BAND_ROUNDS = 2           # bands below bands (the hyoid under the soft tissue): rejected in turn
 
 
 def anatomy_scale(shape: tuple[int, int]) -> float:
@@ -112,6 +135,36 @@ def body_end(xs: np.ndarray, ys: np.ndarray, support: np.ndarray, nominal_mm: fl
     return end
 
 
+def metal_mask(small: np.ndarray, work_mm: float) -> np.ndarray:
+    """Saturated metal and enamel (compact bright regions), dilated by ``METAL_MARGIN_MM``.
+
+    The brightest pixels of a radiograph are metal restorations and enamel, but on many images
+    also the dense cortex of the inferior border itself; a bright region that is long and thin
+    (``CORTEX_LIKE_MM``: horizontal extent, mean thickness) with no compact bright region below
+    it is that cortex and stays unmasked (a bridge lies above the crowns of the other jaw)."""
+    bright = small >= METAL_LEVEL
+    if not bright.any():
+        return bright
+    lab, n = ndimage.label(bright)
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    boxes = ndimage.find_objects(lab)
+    long_thin = [(sl[1].stop - sl[1].start) * work_mm >= CORTEX_LIKE_MM[0]
+                 and area[i] * work_mm / (sl[1].stop - sl[1].start) <= CORTEX_LIKE_MM[1]
+                 for i, sl in enumerate(boxes, start=1)]
+    for i, sl in enumerate(boxes, start=1):
+        if not long_thin[i - 1]:
+            continue
+        # The cortex is the lowest bright structure of the jaw: a long thin region with compact
+        # metal below it (a bridge over the lower crowns, an upper bridge) is metal.
+        under = any(not long_thin[k] and o[0].start >= sl[0].stop and o[1].start < sl[1].stop
+                    and o[1].stop > sl[1].start for k, o in enumerate(boxes))
+        if not under:
+            bright[lab == i] = False
+    if not bright.any():
+        return bright
+    return ndimage.binary_dilation(bright, iterations=max(1, round(METAL_MARGIN_MM / work_mm)))
+
+
 def edge_map(small: np.ndarray, sigmas_px: tuple[float, float], metal: np.ndarray, r0: int,
              cols: slice) -> np.ndarray:
     """Normalised 'bright above, dark below' edge strength in [0, 1] (rows from ``r0``)."""
@@ -127,6 +180,100 @@ def edge_map(small: np.ndarray, sigmas_px: tuple[float, float], metal: np.ndarra
         e = np.clip(e / (EDGE_SATURATION * scale), 0, 1)
         out = e if out is None else np.sqrt(out * e)
     return out
+
+
+def _strip_mean(img: np.ndarray, rows: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """Per column j: mean of img[rows[j] + k, j] for k in lo..hi (rows clipped to the image)."""
+    n, m = img.shape
+    k = np.arange(lo, hi + 1)[:, None]
+    r = np.clip(rows[None, :] + k, 0, n - 1)
+    return img[r, np.arange(m)[None, :]].mean(axis=0)
+
+
+def _between(img: np.ndarray, top: np.ndarray, bottom: np.ndarray, reduce, empty: float) -> np.ndarray:
+    """Per column j: ``reduce`` (np.mean / np.min / np.max) of img[top[j]..bottom[j], j] (inclusive,
+    clipped to the image); ``empty`` where top > bottom."""
+    n, m = img.shape
+    length = int(max(1, (bottom - top).max() + 1)) if top.size else 1
+    r = top[None, :] + np.arange(length)[:, None]
+    valid = r <= bottom[None, :]
+    vals = img[np.clip(r, 0, n - 1), np.arange(m)[None, :]]
+    count = valid.sum(axis=0)
+    if reduce is np.mean:
+        out = np.where(valid, vals, 0.0).sum(axis=0) / np.maximum(count, 1)
+    else:
+        out = reduce(np.where(valid, vals, np.inf if reduce is np.min else -np.inf), axis=0)
+    return np.where(count > 0, out, empty)
+
+
+def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows: np.ndarray,
+                      work_mm: float) -> tuple[np.ndarray, np.ndarray]:
+    """Columns where the traced edge (``rows``, in ``small``'s rows; ``edge`` aligned with them) is
+    the lower edge of a soft-tissue band hanging below the mandible rather than the bone's edge.
+
+    There, a second continuous edge runs 2.5-20 mm above it (the real border) with (a) a step at
+    least half as strong, (b) tissue right above it clearly brighter than right above the traced
+    edge (bone over a dimmer soft-tissue plateau), (c) a plateau between the two: the intensity
+    stops rising and never falls on the way up (bone between would show its cortex's inner margin),
+    and (d) a smooth, untextured strip between (soft tissue, not trabecular bone), or an upper step
+    ``BAND_DOMINANT`` times as strong.
+    Bone above the real border is textured, so an edge inside the mandible (the canal's roof, a
+    shadow) fails (c) or (b). The texture test is used only where the image resolves the
+    trabeculae (the bone's texture at least ``TEXTURE_RESOLVED`` times the noise floor read in the
+    soft tissue below the traced edge); elsewhere only the dominant upper step counts.
+    Returns (band flag per column, the upper edge's row per column)."""
+    n, m = small.shape
+    g0, g1 = (round(v / work_mm) for v in BAND_GAP_MM)
+    a0, a1 = (max(1, round(v / work_mm)) for v in NEAR_MM)
+    rows = np.asarray(rows, dtype=np.int64)
+    offs = np.arange(g1, g0 - 1, -1)  # strip row k = rows - offs[k] (top to bottom)
+    rr = rows[None, :] - offs[:, None]
+    inside = rr >= 0
+    # Only separate edges count (local maxima down each column), not the shoulder of the traced one.
+    ridge = edge * (edge >= np.roll(edge, 1, axis=0)) * (edge >= np.roll(edge, -1, axis=0))
+    strip = np.where(inside, ridge[np.clip(rr, 0, n - 1), np.arange(m)[None, :]], 0.0)
+    k = dp_path(-strip, MAX_STEP, SMOOTH_PENALTY)
+    upper = rows - offs[k]
+
+    def step_at(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        above = _strip_mean(small, r, -a1, -a0)
+        return above, above - _strip_mean(small, r, a0, a1)
+
+    above1, step1 = step_at(rows)
+    above2, step2 = step_at(upper)
+    fine = ndimage.gaussian_filter(lin, TEXTURE_SIGMA_MM[0] / work_mm)
+    tex = np.abs(fine - ndimage.gaussian_filter(lin, TEXTURE_SIGMA_MM[1] / work_mm))
+    gap = rows - upper
+    t0 = max(1, round(TEXTURE_MARGIN_MM / work_mm))
+    between = _between(tex, upper + t0, rows - t0, np.mean, np.inf)
+    b0, b1 = (round(v / work_mm) for v in BONE_ABOVE_MM)
+    bone = _strip_mean(tex, upper, -b1, -b0)
+    # The texture test only tells bone from soft tissue where the image resolves the trabeculae:
+    # the bone's texture must stand clearly above the noise floor, read in the soft tissue below
+    # the traced edge. Where it does not (a coarse or noisy image), the test cannot speak and the
+    # band needs the dominant upper step instead.
+    n0, n1 = (round(v / work_mm) for v in NOISE_BELOW_MM)
+    noise = _strip_mean(tex, rows, n0, n1)
+    resolved = np.median(bone) >= TEXTURE_RESOLVED * max(float(np.median(noise)), 1e-9)
+    strong = step1 > 0
+    smooth = (step2 >= BAND_DOMINANT * step1)
+    if resolved:
+        smooth |= between <= BAND_SMOOTH * bone
+    # A band has a plateau between its lower edge and the bone (the intensity stops rising); the
+    # rounded inferior border itself brightens gradually over a few mm (the X-ray path through the
+    # bone grows), a ramp that keeps rising up to the cortex and is not a band.
+    grad = -ndimage.gaussian_filter(small, VALLEY_SIGMA_MM / work_mm, order=(1, 0))
+    v0 = max(1, round(VALLEY_MARGIN_MM / work_mm))
+    peak = _between(grad, rows - 1, rows + 1, np.max, 0.0)
+    valley = _between(grad, upper + v0, rows - v0, np.min, np.inf)
+    smooth &= valley <= BAND_VALLEY * np.maximum(peak, 1e-6)
+    # ... and it never falls on the way up either: bone between the two edges (the real border's
+    # cortex under trabecular bone, root apices above) has an inner margin, a drop from the bright
+    # cortex into darker bone; a soft-tissue band has none.
+    smooth &= valley >= -BAND_VALLEY * np.maximum(peak, 1e-6)
+    cond = (strong & (step2 >= BAND_STEP_RATIO * step1) & (above2 - above1 >= BAND_BRIGHTER * step1)
+            & smooth & (gap >= g0) & (upper >= 0))
+    return cond, upper
 
 
 def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
@@ -189,8 +336,93 @@ def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
     return path, chin
 
 
-def find_border(pixels: np.ndarray) -> Border | None:
-    """Trace the inferior border across a normalised radiograph (values 0..1)."""
+def _runs(flags: np.ndarray, min_len: int) -> np.ndarray:
+    """``flags`` with every run of True shorter than ``min_len`` cleared."""
+    out = flags.copy()
+    lab, n = ndimage.label(flags)
+    for i, sl in enumerate(ndimage.find_objects(lab), start=1):
+        if sl[0].stop - sl[0].start < min_len:
+            out[sl] = False
+    return out
+
+
+def _reaches(path: np.ndarray, chin: int, support: np.ndarray, n_rows: int, work_mm: float) -> tuple[float, float]:
+    """How far (mm) the body runs from the chin on each side along ``path`` (``body_end``)."""
+    out = []
+    for idx in (np.arange(chin, -1, -1), np.arange(chin, path.size)):
+        idx = idx[path[idx] < n_rows]
+        if idx.size < 4:
+            out.append(0.0)
+            continue
+        end = body_end(idx.astype(float), path[idx].astype(float), support[idx], work_mm)
+        out.append(abs(int(idx[end - 1]) - chin) * work_mm if end else 0.0)
+    return out[0], out[1]
+
+
+def _cortex_signal(small: np.ndarray, rows: np.ndarray, cols: np.ndarray, work_mm: float) -> np.ndarray:
+    """Per column: mean intensity ``CORTEX_ABOVE_MM`` above the edge at ``rows`` minus the mean
+    ``INNER_ABOVE_MM`` above it (positive where a bright cortex sits on the edge)."""
+    sub = small[:, cols]
+    c0, c1 = (max(1, round(v / work_mm)) for v in CORTEX_ABOVE_MM)
+    i0, i1 = (max(1, round(v / work_mm)) for v in INNER_ABOVE_MM)
+    return _strip_mean(sub, rows, -c1, -c0) - _strip_mean(sub, rows, -i1, -i0)
+
+
+def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray, edge: np.ndarray,
+                 depth: np.ndarray, work_mm: float) -> tuple[np.ndarray, int]:
+    """Move the path off the lower edge of soft-tissue bands (``soft_band_columns``) onto the bone.
+
+    A band counts only over continuous runs of at least ``BAND_RUN_MM`` of border, on both sides
+    of the chin. The band (from 1.5 mm below its edge up to 1.5 mm below the upper edge) is removed
+    from ``edge`` and the path searched again. The new path is kept only when the rule can make its
+    case: on most of the band's columns it lies within ``BAND_SNAP_MM`` of the upper edge the test
+    found, it carries a cortex more clearly than the old edge (``_cortex_signal``), and neither
+    side's body got shorter than ``BODY_MIN_MM`` where it was longer. Otherwise the first path
+    stands. ``edge`` is updated in place when a band is rejected."""
+    n_rows = edge.shape[0]
+    near = max(1, round(1.5 / work_mm))
+    run = max(1, round(BAND_RUN_MM / work_mm))
+    snap = max(1, round(BAND_SNAP_MM / work_mm))
+    cols = np.arange(path.size)
+    for _ in range(BAND_ROUNDS):
+        on = path < n_rows
+        if not on.any():
+            break
+        band = np.zeros(path.size, bool)
+        upper = np.full(path.size, -1, dtype=np.int64)
+        band[on], upper[on] = soft_band_columns(small[:, on], lin[:, on], edge[:, on], path[on], work_mm)
+        band = ndimage.uniform_filter1d(band.astype(float), run, mode="nearest") >= 0.5
+        band = _runs(band, run)
+        # A soft-tissue band hangs below the whole body (the submandibular tissue is projected on
+        # both sides): a run on one side only is taken for something else and left alone.
+        if not (band[:chin + 1].sum() >= run and band[chin:].sum() >= run):
+            break
+        # Drop the band: its edge and the strip up to the upper edge (the broad edge map's shoulder
+        # would otherwise hold the path just above the band's edge), then search again.
+        trial = edge.copy()
+        rows = np.arange(n_rows)[:, None]
+        trial[(rows >= upper[None, :] + near) & (rows <= path[None, :] + near) & band[None, :]] = 0.0
+        new, new_chin = u_path(trial + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
+        on_bone = np.abs(new[band] - upper[band]) <= snap
+        support = np.where(path < n_rows, edge[np.minimum(path, n_rows - 1), cols], 0.0)
+        new_support = np.where(new < n_rows, trial[np.minimum(new, n_rows - 1), cols], 0.0)
+        before = _reaches(path, chin, support, n_rows, work_mm)
+        after = _reaches(new, new_chin, new_support, n_rows, work_mm)
+        kept = all(a >= BODY_MIN_MM or b < BODY_MIN_MM for a, b in zip(after, before))
+        # The bone's edge carries a cortex: right above it brighter than the bone further up. The
+        # band's edge has the dimmer band above it; an edge inside the bone (root apices, the
+        # canal) has no cortex of its own. The new edge must show a cortex more clearly.
+        gain = _cortex_signal(small, new[band], band, work_mm) - _cortex_signal(small, path[band], band, work_mm)
+        if on_bone.mean() < 0.5 or not kept or float(np.median(gain)) <= 0:
+            break
+        edge[:] = trial
+        path, chin = new, new_chin
+    return path, chin
+
+
+def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border | None:
+    """Trace the inferior border across a normalised radiograph (values 0..1; ``pixels`` rank
+    normalised, ``linear`` the same image linearly normalised for texture, default ``pixels``)."""
     h, w = pixels.shape
     nominal = anatomy_scale((h, w))
     f = min(1.0, nominal / WORK_MM)
@@ -198,10 +430,9 @@ def find_border(pixels: np.ndarray) -> Border | None:
     if sw < 40 or sh < 20:
         return None
     small = cv2.resize(pixels, (sw, sh), interpolation=cv2.INTER_AREA)
+    lin = small if linear is None else cv2.resize(linear, (sw, sh), interpolation=cv2.INTER_AREA)
     work_mm = nominal / f  # nominal mm per working pixel
-    metal = small >= METAL_LEVEL
-    if metal.any():
-        metal = ndimage.binary_dilation(metal, iterations=max(1, round(METAL_MARGIN_MM / work_mm)))
+    metal = metal_mask(small, work_mm)
     r0 = int(ROW_START * sh)
     c0, c1 = int(COL_MARGIN * sw), sw - int(COL_MARGIN * sw)
     if c1 - c0 < 20 or sh - r0 < 10:
@@ -211,6 +442,7 @@ def find_border(pixels: np.ndarray) -> Border | None:
     depth = np.linspace(0.0, DEPTH_BONUS, edge.shape[0])[:, None]
     path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
     n_rows = edge.shape[0]
+    path, chin = reject_bands(path, chin, small[r0:, c0:c1], lin[r0:, c0:c1], edge, depth, work_mm)
     below = path >= n_rows
     support = np.where(below, 0.0, edge[np.minimum(path, n_rows - 1), np.arange(path.size)])
     y_small = (r0 + path).astype(float)

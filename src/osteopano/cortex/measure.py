@@ -48,6 +48,7 @@ MIDLINE_AGREE_MM = 25.0          # the symmetry axis is used when this close to 
 MIDLINE_MIN_SCORE = 0.35
 SYMMETRIC_SCORE = 0.5            # mirror correlation above which the image counts as a symmetric full view
 CHIN_EDGE_MM = 12.0              # a chin this close to the image's side means the image shows one side only
+INNER_STEP_LIMIT = 2.0           # a step inside the band this many times the outer edge's: 'low'
 ASYM_LIMIT = 0.45                # relative difference of the sides above which the result is 'low'
 SIDE_OK, SIDE_LOW = 0.5, 0.2     # side confidence needed for 'ok' / for a usable ('low') side
 
@@ -183,12 +184,13 @@ def measure(image: Radiograph, *, pixel_spacing_mm: float | None = None, thresho
     """Measure the mandibular cortical width below the mental foramen on both sides."""
     spacing, source = _spacing(image, pixel_spacing_mm)
     raw = np.asarray(image.pixels, dtype=np.float32)
-    pixels = ct.normalise(raw)          # profiles: the intensities' own shape (half-level crossings)
-    ranked = ct.rank_normalise(raw)     # border search: independent of the rendering curve
+    # pixels: profiles (the intensities' own shape, half-level crossings); ranked: the border search
+    # (independent of the rendering curve). Both from one histogram of the image.
+    pixels, ranked = ct.normalise_both(raw)
     nominal = cb.anatomy_scale(pixels.shape)
     notes: list[str] = []
     right, left = SideMeasurement(side="right"), SideMeasurement(side="left")
-    border = cb.find_border(ranked) if min(pixels.shape) >= 64 else None
+    border = cb.find_border(ranked, pixels) if min(pixels.shape) >= 64 else None
     if border is None:
         for s in (right, left):
             s.reason = f"{s.side} border not found: image too small or blank"
@@ -330,6 +332,11 @@ def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, fl
         return
     out.quality = "ok" if conf >= SIDE_OK else "low"
     out.reason = reason if out.quality == "low" else None
+    if out.quality == "ok" and ct.inner_step_ratio(prof, t, band, np.nonzero(near)[0]) >= INNER_STEP_LIMIT:
+        # A rise inside the band much stronger than its outer edge: the traced edge may be a soft
+        # tissue's below the bone (the width then includes it).
+        out.quality = "low"
+        out.reason = f"{name} outer edge fainter than a step inside the cortex (soft tissue below the border?)"
     if moved > 0.5:
         note = f"{name} site moved {moved:.1f} mm along the border (band unreadable right at it)"
         out.reason = f"{out.reason}; {note}" if out.reason else note

@@ -18,7 +18,7 @@ SITE_RANGE_MM = (32.0, 46.0)  # ... kept within this distance from the midline (
 FORAMEN_WINDOW_MM = 10.0      # the foramen is searched this far either side of the proportional site
 FORAMEN_HEIGHT_MM = (6.0, 18.0)  # ... this high above the border
 FORAMEN_SIGMA_MM = 1.0        # Hessian scale matched to a 2-4 mm dark oval
-FORAMEN_MIN_Z = 6.0           # robust z-score a dark blob needs to count as the foramen
+FORAMEN_MIN_Z = 5.0           # robust z-score a dark blob needs to count as the foramen
 
 
 @dataclass

@@ -67,14 +67,27 @@ def rank_normalise(pixels: np.ndarray) -> np.ndarray:
     """Map intensities to their rank (the image's own cumulative histogram, ``RANK_BINS`` levels):
     any increasing intensity map (gamma, window, the device's or the export's LUT) gives the same
     image, so the border search does not depend on the rendering curve."""
+    return normalise_both(pixels)[1]
+
+
+def normalise_both(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(:func:`normalise`, :func:`rank_normalise`) from one pass over the image: both come from its
+    histogram at ``RANK_BINS`` levels (the 1st/99th percentiles read from the same cumulative
+    histogram, exact for 8-bit and to 1/4096 of the range otherwise)."""
     p = np.asarray(pixels, dtype=np.float32)
     lo, hi = float(p.min()), float(p.max())
     if hi - lo <= 1e-9:
-        return np.zeros_like(p)
+        return np.zeros_like(p), np.zeros_like(p)
     q = ((p - lo) * ((RANK_BINS - 1) / (hi - lo))).astype(np.int32)
-    cdf = np.cumsum(np.bincount(q.ravel(), minlength=RANK_BINS)).astype(np.float64)
-    cdf = (cdf - 0.5 * np.diff(np.concatenate([[0.0], cdf]))) / cdf[-1]  # mid-rank of each level
-    return cdf.astype(np.float32)[q]
+    counts = np.bincount(q.ravel(), minlength=RANK_BINS).astype(np.float64)
+    cdf = np.cumsum(counts)
+    total = cdf[-1]
+    rank = ((cdf - 0.5 * counts) / total).astype(np.float32)  # mid-rank of each level
+    step = (hi - lo) / (RANK_BINS - 1)
+    p1, p99 = (lo + step * float(np.searchsorted(cdf, f * total, side="left")) for f in (0.01, 0.99))
+    span = max(p99 - p1, 1e-6)
+    levels = np.clip((lo + step * np.arange(RANK_BINS) - p1) / span, 0.0, 1.0).astype(np.float32)
+    return levels[q], rank[q]
 
 
 def dp_path(cost: np.ndarray, max_step: int, penalty: float) -> np.ndarray:
@@ -177,6 +190,25 @@ def _steepest(d: np.ndarray, t: np.ndarray, i0: int, i1: int) -> float:
     return float(t[k] + np.clip(off, -1, 1) * (t[1] - t[0]))
 
 
+def _idx(v: np.ndarray, t0: float, step: float, last: int) -> np.ndarray:
+    """Sample index of positions ``v`` (rounded like ``round``, clipped to the profile)."""
+    return np.clip(np.round((np.asarray(v, dtype=np.float64) - t0) / step), 0, last).astype(np.int64)
+
+
+def _window_stat(prof: np.ndarray, lo: np.ndarray, hi: np.ndarray, stat) -> np.ndarray:
+    """Per row i: ``stat`` of prof[i, lo[i]:hi[i] + 1] (NaN where the window is empty)."""
+    n = prof.shape[0]
+    length = int(max(1, (hi - lo).max() + 1)) if n else 1
+    cols = lo[:, None] + np.arange(length)[None, :]
+    valid = cols <= hi[:, None]
+    vals = np.where(valid, prof[np.arange(n)[:, None], np.minimum(cols, prof.shape[1] - 1)], np.nan)
+    out = np.full(n, np.nan)
+    has = valid.any(axis=1)
+    if has.any():
+        out[has] = stat(vals[has], axis=1)
+    return out
+
+
 def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     """Find the periosteal and endosteal edges of the bright cortical band on each profile.
 
@@ -213,13 +245,16 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
     outer = np.full(n, np.nan)
     inner = np.full(n, np.nan)
     porosity = np.full(n, np.nan)
+    t_in = t[np.minimum(ii, last)]
+    # The three levels of every profile at once (windows of varying length, NaN-padded).
+    bgs = _window_stat(prof, _idx(t[io] - 1.5, t0, step, last), _idx(t[io] - 0.5, t0, step, last), np.nanmedian)
+    cortexes = _window_stat(prof, np.minimum(io, last), np.minimum(ii, last), lambda v, axis: np.nanpercentile(v, 75, axis=axis))
+    trabs = _window_stat(prof, _idx(t_in + 0.5, t0, step, last), _idx(t_in + 2.0, t0, step, last), np.nanmedian)
     for i in range(n):
-        p, to, ti = prof[i], t[io[i]], t[min(ii[i], t.size - 1)]
+        p, to, ti = prof[i], t[io[i]], t_in[i]
         if ii[i] >= t.size - 2:
             continue
-        bg = float(np.median(p[idx(to - 1.5):idx(to - 0.5) + 1]))
-        cortex = float(np.percentile(p[io[i]:ii[i] + 1], 75))
-        trab = float(np.median(p[idx(ti + 0.5):idx(ti + 2.0) + 1]))
+        bg, cortex, trab = float(bgs[i]), float(cortexes[i]), float(trabs[i])
         if cortex - bg <= MIN_CONTRAST:
             continue
         o = _steepest(d[i], t, idx(to - 0.5), idx(to + 0.5) + 1)
@@ -238,6 +273,31 @@ def read_band(prof: np.ndarray, t: np.ndarray) -> Band:
         band = p[idx(o):idx(e) + 1]
         porosity[i] = float(np.mean(band < 0.5 * (cortex + trab))) if cortex > trab else 0.0
     return Band(outer_t=outer, inner_t=inner, porosity=porosity)
+
+
+INNER_STEP_SIGMA_MM = 0.25       # profiles smoothed this much before comparing steps
+INNER_STEP_FROM_MM = (1.0, 0.5)  # a step inside the band: from this far inside the outer edge to this far before the inner
+
+
+def inner_step_ratio(prof: np.ndarray, t: np.ndarray, band: Band, rows: np.ndarray) -> float:
+    """Median over ``rows`` of the strongest inward rise *inside* the measured band divided by the
+    rise at its outer edge (NaN when none readable). A bone's edge is the strongest rise of its
+    profile: the cortex is solid and bright from the edge in. A ratio well above 1 means the outer
+    edge is a fainter step below the bone (a soft-tissue band's edge), the bone's edge lying inside."""
+    step = t[1] - t[0]
+    d = np.gradient(ndimage.gaussian_filter1d(prof[rows], INNER_STEP_SIGMA_MM / step, axis=1), step, axis=1)
+    t0, last = float(t[0]), t.size - 1
+    o, e = band.outer_t[rows], band.inner_t[rows]
+    ok = np.isfinite(o) & np.isfinite(e) & (e - o > sum(INNER_STEP_FROM_MM))
+    if not ok.any():
+        return float("nan")
+    d, o, e = d[ok], o[ok], e[ok]
+    io = _idx(o, t0, step, last)
+    peak = _window_stat(d, np.maximum(io - 3, 0), np.minimum(io + 3, last), np.nanmax)
+    inner = _window_stat(d, _idx(o + INNER_STEP_FROM_MM[0], t0, step, last),
+                         _idx(e - INNER_STEP_FROM_MM[1], t0, step, last), np.nanmax)
+    good = peak > 0
+    return float(np.median(inner[good] / peak[good])) if good.any() else float("nan")
 
 
 SYMMETRY_MM = 2.0                 # working grid of the symmetry search

@@ -20,9 +20,11 @@ Multi-frame DICOM, multi-page TIFF and animated PNG are refused with a message u
 chooses one (0-based); a camera JPEG's MPO preview frames are ignored (the first is the photo).
 
 Integrity: before decoding, ``osteopano.io.integrity`` checks PNG chunk CRCs (image data included)
-and the complete zlib stream, and the JPEG marker structure up to end-of-image, so a damaged or
-truncated file is refused with the reason rather than decoded into garbage; TIFF strips reaching
-past the end of the file are refused too.
+and structure, and the JPEG marker structure up to end-of-image, so a damaged or truncated file is
+refused with the reason rather than decoded into garbage; TIFF strips reaching past the end of the
+file are refused too. A PNG's zlib stream is inflated once: by libpng when OpenCV decodes it (libpng
+refuses a damaged stream), else by ``check_png`` before Pillow decodes (Pillow does not check it) -
+and when libpng refused a file, ``check_png`` names the problem.
 
 Non-square pixels (DICOM PixelSpacing / ImagerPixelSpacing row != column, PNG pHYs or TIFF
 X/Y resolution differing by more than 1 %) are resampled along the columns to square pixels at the
@@ -48,7 +50,12 @@ from PIL import Image, ImageFile, ImageOps
 
 from osteopano.errors import ImageReadError
 from osteopano.io.files import atomic_path
-from osteopano.io.integrity import CorruptImage, check_file, check_tiff_extent
+from osteopano.io.integrity import (
+    CorruptImage,
+    check_file,
+    check_png,
+    check_tiff_extent,
+)
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -239,7 +246,8 @@ def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: 
         try:
             # a header beyond our limit or Pillow's bomb limit is refused by the decoder from the header
             limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
-            check_file(fh, head, max_pixels=limit)
+            # PNG: chunks and CRCs here; the zlib stream by libpng, or by check_png where Pillow decodes
+            check_file(fh, head, max_pixels=limit, inflate=False)
         except CorruptImage as exc:
             raise ImageReadError(name, exc.reason) from None
         try:
@@ -303,6 +311,13 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None
                 except CorruptImage as exc:
                     raise ImageReadError(name, exc.reason) from None
             fast = _cv2_decode(fh, img, fmt, reduce_to) if not frame else None
+            if fast is None and fmt == "png":  # Pillow decodes (or libpng refused): inflate the stream here
+                try:
+                    check_png(fh)
+                except CorruptImage as exc:
+                    raise ImageReadError(name, exc.reason) from None
+                finally:
+                    fh.seek(0)
             if fast is not None:
                 pixels, factor, chroma = fast
                 spacing = _pil_spacing(img)
@@ -597,7 +612,11 @@ def _read_dicom(fh: BinaryIO, name: str | Path, max_pixels: int, *, force: bool,
 def _guess_transfer_syntax(ds: Any) -> None:
     """A file without meta header: take the encoding pydicom detected while reading."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+    from pydicom.uid import (
+        ExplicitVRBigEndian,
+        ExplicitVRLittleEndian,
+        ImplicitVRLittleEndian,
+    )
 
     implicit, little = ds.original_encoding
     if not hasattr(ds, "file_meta") or ds.file_meta is None:

@@ -5,7 +5,10 @@ at a time, writes each image's extras (Grad-CAM overlay PNG, cortex overlay PNG,
 for a DICOM input the DICOM SR + Secondary Capture, a FHIR Bundle for every measured input) under unique names (``OutputNames``: relative path and extension kept, nothing overwritten) and
 appends each batch's rows to the output (``osteopano.io.rows.RowWriter``) as soon as it is done, so
 memory stays flat and an interruption loses at most the batch in flight. ``--resume`` skips the
-images already done and screens again those whose row had an error.
+images already done and screens again those whose row had an error. Images are read and staged
+``workers`` at a time (``osteopano.screen.prefetch``): on threads, or in processes when the screener
+measures the cortex and there are at least ``MIN_IMAGES_PER_PROCESS`` images per worker; the rows are
+the same, in input order, for any number of workers.
 """
 
 from __future__ import annotations
@@ -24,9 +27,13 @@ from osteopano.io.rows import RowWriter, check_output_file, previous_rows
 from osteopano.io.walk import OutputNames, iter_image_paths
 from osteopano.prepare.risk import manifest_values
 from osteopano.io.spacing import manifest_spacings
-from osteopano.screen.prefetch import iter_screen_prefetched
+from osteopano.screen.prefetch import default_workers, iter_screen_prefetched
 from osteopano.screen.result import ScreeningResult
 from osteopano.screen.screener import Screener
+
+
+# Below this many images per worker, a measuring batch stages on threads rather than processes.
+MIN_IMAGES_PER_PROCESS = 4
 
 
 @dataclass
@@ -87,28 +94,38 @@ def plan_batch(inputs: list[Path], outputs: Outputs, resume: bool) -> Plan:
 
 def run_batch(screener: Screener, inputs: list[Path], plan: Plan, outputs: Outputs, *, resume: bool = False,
               batch_size: int = 8, pixel_spacing_mm: float | None = None, covariates: dict[str, Any] | None = None,
-              clinical: dict[str, Any] | None = None) -> Iterator[list[Screened]]:
+              clinical: dict[str, Any] | None = None, workers: int | None = None,
+              processes: bool | None = None) -> Iterator[list[Screened]]:
     """Screen ``plan.todo``, writing rows and extras; returns an iterator of each batch's ``Screened`` items.
     The output file is checked (and, resuming, its columns compared) before anything is screened.
-    ``clinical``: age / sex / weight_kg for every image (the risk index; before manifest and DICOM values)."""
+    ``clinical``: age / sex / weight_kg for every image (the risk index; before manifest and DICOM values).
+    ``workers`` images are read and staged at a time (default one per core), on threads or - when the
+    screener measures the cortex - processes (``processes``: force either; ``screen.prefetch``); rows
+    come out in input order and are the same for any ``workers``."""
     if outputs.heatmaps is not None and not screener.supports_heatmaps:
         raise OsteopanoError(screener.heatmap_unavailable)
     writer = (RowWriter(outputs.out, screener.columns(), resume=resume, drop=plan.retried)
               if outputs.out is not None else None)
-    return _batches(screener, inputs, plan, outputs, writer, batch_size, pixel_spacing_mm, covariates, clinical)
+    return _batches(screener, inputs, plan, outputs, writer, batch_size, pixel_spacing_mm, covariates, clinical,
+                    workers, processes)
 
 
 def _batches(screener: Screener, inputs: list[Path], plan: Plan, outputs: Outputs, writer: RowWriter | None,
              batch_size: int, pixel_spacing_mm: float | None, covariates: dict[str, Any] | None,
-             clinical: dict[str, Any] | None = None) -> Iterator[list[Screened]]:
+             clinical: dict[str, Any] | None = None, workers: int | None = None,
+             processes: bool | None = None) -> Iterator[list[Screened]]:
     heatmap = outputs.heatmaps is not None or (outputs.report is not None and screener.supports_heatmaps)
     names = OutputNames(inputs, outputs.folders())
     spacings = manifest_spacings(plan.todo)
+    workers = max(1, min(default_workers() if workers is None else workers, len(plan.todo)))
+    if processes is None and len(plan.todo) < MIN_IMAGES_PER_PROCESS * workers:
+        processes = False  # a staging process starts in about half a second: not worth it for a few images
     try:
         for pairs in iter_screen_prefetched(screener, plan.todo, heatmap=heatmap, batch_size=batch_size,
                                             pixel_spacing_mm=pixel_spacing_mm, spacings=spacings,
                                             covariates=covariates, clinical=clinical,
-                                            clinical_manifest=manifest_values(plan.todo)):
+                                            clinical_manifest=manifest_values(plan.todo), workers=workers,
+                                            processes=processes, keep_images=bool(outputs.folders())):
             batch = [_finish(screener, result, image, outputs, names) for result, image in pairs]
             if writer is not None:
                 writer.write([item.row for item in batch])

@@ -5,12 +5,25 @@ An engine only runs the network: ``probabilities(x, covariates)`` on prepared in
 ``ModelSpec``, its card and id. ``OnnxEngine`` needs only the core dependencies (numpy, OpenCV,
 onnxruntime): it never imports torch, timm or scikit-learn, and reads its spec and card from the ONNX
 file's metadata (``osteopano.model.onnx.read_metadata``).
+
+Threads (docs/speed.md): the network shares the cores with the threads that decode and prepare the next
+images (``osteopano.screen.prefetch``), so both engines run it on ``network_threads()`` intra-op threads -
+a quarter of the cores, at least one (one on a 2-core machine): decoding and preparing cost about four
+times the network's CPU, and a network thread that waits for a descheduled partner wastes its core.
+``OSTEOPANO_ONNX_THREADS`` / ``OSTEOPANO_TORCH_THREADS`` (or ``threads=``) choose otherwise. ONNX
+Runtime's settings are per session (``session_options``). PyTorch's are per process, so
+``TorchEngine.load`` sets them only when it is the one that imports torch (``osteopano predict``,
+``measure``, ``serve``, ``osteopano.load`` in a fresh process) or when asked: it sets
+``OMP_WAIT_POLICY=PASSIVE`` (unless set) before the import, so idle OpenMP threads sleep instead of
+spinning on the cores the decoders need, and ``torch.set_num_threads``. Nothing is set on importing
+osteopano.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,17 +76,34 @@ class TorchEngine(Engine):
         super().__init__(run.spec, build_card(run.run_dir, run.config, run.spec, model_id), model_id)
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> TorchEngine:
+    def load(cls, run_dir: str | Path, threads: int | None = None) -> TorchEngine:
+        """The run's network for inference, in channels-last layout (faster convolutions on CPU).
+
+        ``threads`` (default ``OSTEOPANO_TORCH_THREADS``, else ``network_threads()`` when this call
+        imports torch; a torch imported earlier keeps its settings): torch's intra-op threads."""
+        first = "torch" not in sys.modules
+        if first:  # libgomp reads it once, when torch loads it
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch
+
         from osteopano.model.run import load_run
 
-        return cls(load_run(run_dir))
+        threads = threads or _env_threads("OSTEOPANO_TORCH_THREADS")
+        if threads or first:
+            torch.set_num_threads(threads or network_threads())
+        run = load_run(run_dir)
+        run.model.to(memory_format=torch.channels_last)
+        return cls(run)
 
     def probabilities(self, x: np.ndarray, covariates: np.ndarray) -> np.ndarray:
         import torch
 
         cov = torch.from_numpy(np.ascontiguousarray(covariates, np.float32))
+        inputs = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        if inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
-            logits = self.run.model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), cov)
+            logits = self.run.model(inputs, cov)
             return torch.softmax(logits.float(), 1)[:, self.spec.positive_index].numpy()
 
     def heatmap(self, image: Radiograph, prepared: ModelInput) -> np.ndarray:
@@ -88,7 +118,8 @@ class TorchEngine(Engine):
 class OnnxEngine(Engine):
     """A standalone ``.onnx`` file written by ``osteopano export``, on onnxruntime (no torch).
 
-    ``threads``: onnxruntime's intra-op threads (default: ``OSTEOPANO_ONNX_THREADS``, else all cores)."""
+    ``threads``: onnxruntime's intra-op threads (default: ``OSTEOPANO_ONNX_THREADS``, else
+    ``network_threads()``)."""
 
     heatmap_unavailable = ("heatmaps need Grad-CAM, which needs the PyTorch model: load the run folder "
                            "with engine='torch' (osteopano predict RUN --engine torch)")
@@ -99,7 +130,7 @@ class OnnxEngine(Engine):
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: no such ONNX file")
-        threads = threads or int(os.environ.get("OSTEOPANO_ONNX_THREADS", "0") or 0)
+        threads = threads or _env_threads("OSTEOPANO_ONNX_THREADS") or network_threads()
         options = session_options(ort, threads)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -117,11 +148,30 @@ class OnnxEngine(Engine):
         return probs[:, self.spec.positive_index]
 
 
+def network_threads() -> int:
+    """Intra-op threads for the network beside the prefetch threads: a quarter of the cores this
+    process may use, at least 1 (module text)."""
+    from osteopano.screen.prefetch import default_workers
+
+    return max(1, default_workers() // 4)
+
+
+def _env_threads(name: str) -> int | None:
+    """A positive thread count from environment variable ``name``; None when unset, 0 or empty."""
+    text = os.environ.get(name, "").strip()
+    try:
+        value = int(text) if text else 0
+    except ValueError:
+        raise ModelError(f"{name}={text!r} is not a number of threads") from None
+    return value if value > 0 else None
+
+
 def session_options(ort: Any, threads: int | None = None) -> Any:
     """ONNX Runtime settings for a pipeline whose decode threads share the cores with inference:
     ``threads`` intra-op threads (default: onnxruntime's, one per core; 1 for one session per core,
     as on Ray), no busy-waiting between ops (spinning threads would take the cores from the
-    decoders), sequential execution, every graph optimisation."""
+    decoders), one inter-op thread and sequential execution (a batch is one chain of ops; a second
+    pool would only compete), every graph optimisation."""
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = int(threads)

@@ -71,6 +71,7 @@ from osteopano.render.texts import (
     plain_language,
 )
 from osteopano.web.budget import MAX_REQUEST_MPX, SERVER_BUDGET_MPX
+from osteopano.web.measurement import risk_view, with_risk
 from osteopano.web.schema import (
     ERRORS,
     UPLOAD_BODY,
@@ -79,7 +80,6 @@ from osteopano.web.schema import (
     ModelScore,
     ScreenResponse,
 )
-from osteopano.web.measurement import risk_view, with_risk
 from osteopano.web.security import SecurityHeaders, allowed_host_names
 from osteopano.web.service import BODY_TIMEOUT_S, Service, _json_default
 from osteopano.web.store import ReportStore
@@ -272,7 +272,7 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
             raise WebError(409, "this server runs without a model (measurement mode): use POST /api/v1/measure")
         started = time.perf_counter()
         upload, screening = await service.screen(
-            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap), up.fields))
+            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap), up.fields), score_only=True)
         result = screening.result
         body = ScreenResponse(**_model_score(result).model_dump(exclude={"decision_text"}),
                               decision_text=decision_text(bool(result.decision)), filename=upload.filename,

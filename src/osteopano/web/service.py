@@ -1,10 +1,18 @@
 """The screening service behind the web app: the upload read (bounded in size, time and concurrent
 readers), then admitted (a slot of ``workers + queue_size`` and room in the decoded-pixel budget),
-then screened in a bounded thread pool with a timeout. Every failure is a ``WebError``."""
+then screened in a bounded thread pool with a timeout. Every failure is a ``WebError``.
+
+Only what the answer shows is computed: ``POST /api/v1/screen`` answers with the model's score, so
+the cortex (about 0.3 s of CPU for a 2943 x 1435 radiograph, five times the rest) is measured there
+only when the risk index can use the width - age, sex or weight sent, or a DICOM upload, whose header
+may hold them - or when the model itself needs it (an ROI model). The page and ``/api/v1/measure``
+always measure (docs/speed.md)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import copy
 import json
 import secrets
 import threading
@@ -44,6 +52,10 @@ SPACING_FIELD = "pixel_spacing_mm"
 
 T = TypeVar("T")
 
+RISK_FIELDS = ("age", "sex", "weight_kg")           # form fields of the risk index, which may use the width
+# Whether the request being screened needs the cortex measured (set by Service.screen for its job).
+_MEASURE: contextvars.ContextVar[bool] = contextvars.ContextVar("osteopano_measure", default=True)
+
 
 def parse_spacing(text: str | None) -> float | None:
     """The ``pixel_spacing_mm`` form field: None when empty, else a plausible mm/px value (400 otherwise)."""
@@ -81,6 +93,7 @@ class Service:
         self.model = model
         self.has_model = getattr(model, "model_id", None) is not None
         self.measures = bool(getattr(model, "measures", False))
+        self.scorer = _score_only(model)  # the same screener without the measurement (None: not one)
         self.max_upload_bytes = int(max_upload_mb * 2**20)
         self.capacity = workers + queue_size
         self.max_readers = max_readers or max(16, 2 * self.capacity)
@@ -135,9 +148,14 @@ class Service:
             raise WebError(415, "unsupported file type: the content is not a PNG, JPEG, TIFF, BMP or DICOM image")
         return Upload(data=data, filename=safe_filename(filename), kind=kind, fields=fields)
 
-    async def screen(self, request: Request, job: Callable[[Upload, float | None], T]) -> tuple[Upload, T]:
-        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors."""
+    async def screen(self, request: Request, job: Callable[[Upload, float | None], T], *,
+                     score_only: bool = False) -> tuple[Upload, T]:
+        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors.
+        ``score_only``: the answer shows the model's score only, so the cortex is measured only where the
+        risk index or the model can use it (module text)."""
         upload = await self.read(request)
+        measure = (not score_only or upload.kind == "dicom"
+                   or any((upload.fields.get(k) or "").strip() for k in RISK_FIELDS))
         spacing = parse_spacing(upload.fields.get(SPACING_FIELD))
         pixels = image_pixels(upload.data, upload.kind) or 0
         if pixels > self.max_pixels:
@@ -162,8 +180,10 @@ class Service:
         def done(_future: Future | None = None) -> None:
             self._release()
 
+        context = contextvars.copy_context()
+        context.run(_MEASURE.set, measure)
         try:
-            future = self.executor.submit(budgeted, upload, spacing)
+            future = self.executor.submit(context.run, budgeted, upload, spacing)
             future.add_done_callback(done)
         finally:
             if future is None:
@@ -179,16 +199,21 @@ class Service:
             raise WebError(422, str(exc)) from None
         return upload, outcome
 
-    def run(self, upload: Upload, spacing: float | None = None, *, heatmap: bool = False) -> Screening:
-        """Decode, measure and/or predict (in a worker thread); OsteopanoError when nothing came out."""
+    def run(self, upload: Upload, spacing: float | None = None, *, heatmap: bool = False,
+            measure: bool | None = None) -> Screening:
+        """Decode, measure and/or predict (in a worker thread); OsteopanoError when nothing came out.
+        ``measure=False`` skips the cortex measurement where the model does not need it (default: as
+        ``screen`` decided for the request; module text)."""
         data = as_part10(upload.data) if upload.kind == "dicom" else upload.data
         radiograph = read_image_bytes(data, upload.filename or "upload", max_pixels=self.max_pixels)
         heatmap = heatmap and self.heatmaps
+        measure = _MEASURE.get() if measure is None else measure
+        model = self.model if measure or self.scorer is None else self.scorer
         if self._model_lock is None:
-            result = self.model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
+            result = model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
         else:
             with self._model_lock:
-                result = self.model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
+                result = model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
         failed = result.probability is None if self.has_model else getattr(result, "measurement", None) is None
         if failed:
             raise OsteopanoError(str(result.error or "the image could not be screened"))
@@ -206,6 +231,18 @@ class Service:
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _score_only(model: Any) -> Any:
+    """A copy of a measuring ``Screener`` with a model that does not measure (an ROI model still does:
+    its input needs the measurement); None for anything else."""
+    from osteopano.screen.screener import Screener
+
+    if not isinstance(model, Screener) or model.engine is None or not model.measure:
+        return None
+    lean = copy.copy(model)
+    lean.measure = False
+    return lean
 
 
 def _result_summary(result: Any) -> dict[str, Any]:
