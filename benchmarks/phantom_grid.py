@@ -5,6 +5,10 @@ copied into the repository) and the picture is written outside the repository by
 nothing from ``../shared`` is ever committed. Left column pair: phantoms; right: real images.
 
     python benchmarks/phantom_grid.py [--out /tmp/osteopano-phantom-grid.png] [--seed 2026] [--tile 640]
+
+``--example docs/img/phantom-example.png`` instead writes the committed example of the docs: the
+SYNTHETIC phantom of ``--seed`` alone (rendered at width 1600, downscaled to 800 px, 8-bit), no real
+image in it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=2026, help="phantom seeds seed..seed+7; also picks the real images")
     ap.add_argument("--tile", type=int, default=640, help="width of each tile in pixels")
     ap.add_argument("--real", type=Path, default=SHARED, help="folder searched (recursively) for real images")
+    ap.add_argument("--example", type=Path, default=None,
+                    help="write only the phantom of --seed (800 px wide) to this path, e.g. docs/img/phantom-example.png")
     args = ap.parse_args()
+    if args.example is not None:
+        pixels = render(args.seed, width=1600).pixels.astype(np.float32) / 65535.0
+        small = cv2.resize(pixels, (800, int(round(800 * pixels.shape[0] / pixels.shape[1]))), interpolation=cv2.INTER_AREA)
+        cv2.imwrite(str(args.example), np.round(np.clip(small, 0, 1) * 255).astype(np.uint8))
+        print(f"wrote {args.example}: SYNTHETIC phantom seed {args.seed}, {small.shape[1]} x {small.shape[0]}")
+        return
     if args.out.resolve().is_relative_to(REPO):
         sys.exit(f"{args.out}: refusing to write inside the repository (the grid holds real images)")
     real = sorted(p for p in args.real.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"}

@@ -297,3 +297,29 @@ def test_border_polyline_encoding_round_trips():
     assert text == "10.0,20.0;11.5,19.2;13.0,18.5" or text == "10.0,20.0;11.5,19.3;13.0,18.5"
     assert np.allclose(phantom.decode_polyline(text), pts, atol=0.051)
     assert phantom.decode_polyline("").shape == (0, 2)
+
+
+def test_proportions_are_those_of_a_real_opg():
+    """Like a real OPG (e.g. the DC1000 images): the mandible fills most of the width, the rami
+    rise to condyles in the upper third, the two arches meet near mid-height, teeth touch."""
+    angles = []
+    for seed in range(6):
+        ph = phantom.render(seed, width=400, distractors=Distractors.none())
+        h, w = ph.pixels.shape
+        mand, teeth = ph.mandible_mask > 0, ph.teeth_mask > 0
+        cols = np.flatnonzero(mand.any(0))
+        assert cols.min() < 0.2 * w and cols.max() > 0.8 * w, (seed, cols.min() / w, cols.max() / w)
+        angles.append([ph.border_px[0, 0] / w, ph.border_px[-1, 0] / w])  # the gonial angles
+        for part in (mand[:, : int(0.25 * w)], mand[:, int(0.75 * w) :]):  # the rami, with the condyles
+            assert np.flatnonzero(part.any(1)).min() < 0.33 * h
+        rows = np.flatnonzero(teeth.any(1))
+        occlusal = np.median([np.mean(np.flatnonzero(teeth[:, c])) for c in range(int(0.4 * w), int(0.6 * w))
+                              if teeth[:, c].any()])  # fmt: skip
+        assert 0.4 * h < occlusal < 0.65 * h and rows.min() < 0.4 * h and rows.max() > 0.6 * h
+        # a full dentition: crowns next to each other leave no gap between the canines
+        row = int(round(occlusal))
+        band = teeth[max(row - 3, 0) : row + 4, int(0.42 * w) : int(0.58 * w)].any(0)
+        assert band.mean() > 0.95, (seed, band.mean())
+    angles = np.array(angles)  # on real OPGs about 12-14 % and 86-88 % of the width
+    assert np.all(angles[:, 0] < 0.2) and np.all(angles[:, 1] > 0.8)
+    assert angles[:, 0].mean() < 0.16 and angles[:, 1].mean() > 0.84, np.round(angles, 3)

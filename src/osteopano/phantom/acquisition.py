@@ -27,10 +27,10 @@ def sample_acquisition(rng: np.random.Generator, present: dict[str, bool] | None
         "rotation_deg": float(rng.uniform(-tilt, tilt)),
         "shift_x_mm": float(rng.uniform(-7, 7)),
         "shift_y_mm": float(rng.uniform(-6, 2)),
-        "exposure": float(rng.uniform(1.3, 2.3)),
-        "gamma": float(rng.uniform(0.8, 1.25)),
+        "exposure": float(rng.uniform(0.9, 1.7)),
+        "gamma": float(rng.uniform(0.8, 1.15)),
         "contrast": float(rng.uniform(0.85, 1.1)),
-        "brightness": float(rng.uniform(-0.05, 0.06)),
+        "brightness": float(rng.uniform(-0.05, 0.04)),
         "noise_poisson": float(rng.uniform(0.004, 0.018)),
         "noise_gauss": float(rng.uniform(0.002, 0.01)),
         "blur_px": float(rng.uniform(0.4, 1.1)),
@@ -112,7 +112,7 @@ def detector(img: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.
         cols = cv2.GaussianBlur(rng.standard_normal((1, w)).astype(np.float32), (0, 0), 3.0)
         grain = cv2.resize(rng.standard_normal((h // 2 + 1, w // 2 + 1), np.float32), (w, h),
                            interpolation=cv2.INTER_LINEAR)  # fmt: skip
-        img = img + acq["texture"] * (1.4 * rows / (rows.std() + 1e-6) + 0.6 * cols / (cols.std() + 1e-6)
+        img = img + acq["texture"] * (0.8 * rows / (rows.std() + 1e-6) + 0.3 * cols / (cols.std() + 1e-6)
                                       + 0.8 * grain / (grain.std() + 1e-6))  # fmt: skip
     # quantum (signal-dependent) and read noise in one Gaussian draw: var = p^2 * signal + g^2
     sd = np.sqrt(acq["noise_poisson"] ** 2 * np.clip(img, 0, None) + acq["noise_gauss"] ** 2)

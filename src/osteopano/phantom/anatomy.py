@@ -13,6 +13,11 @@ import numpy as np
 
 from osteopano.phantom.raster import chaikin, smoothstep
 
+# Proportions of a real OPG (image mm at ~0.1 mm/px, e.g. DC1000 images): the gonial angles near
+# 12-14 % and 86-88 % of the width, 24-34 mm above the chin's border, condyles in the upper fifth,
+# the occlusal plane close to mid-height, a lower tooth (crown + root) about 30 mm long.
+CREST_BELOW_OCCLUSAL_MM = 12.5
+
 
 @dataclass
 class Anatomy:
@@ -60,8 +65,8 @@ class Anatomy:
         return self.occ_y - self.occ_rise * (np.asarray(x) / (72 * self.k)) ** 2
 
     def crest(self, x: np.ndarray) -> np.ndarray:
-        """y of the lower alveolar crest."""
-        return self.occlusal(x) + 10.5 * self.k + self.ridge_drop
+        """y of the lower alveolar crest (just below the crowns' cervical line)."""
+        return self.occlusal(x) + CREST_BELOW_OCCLUSAL_MM * self.k + self.ridge_drop
 
     def site(self, side: int) -> tuple[np.ndarray, np.ndarray]:
         """(point on the border, unit normal into the bone) in anatomy mm; side -1 = image left."""
@@ -87,21 +92,21 @@ def sample_anatomy(rng: np.random.Generator, k: float, posture: float = 0.0) -> 
 
     ``posture`` in [-1, 1] is a positioning error: > 0 chin tipped down ("smile": deeper U,
     curved occlusal plane), < 0 chin up ("frown": flat border, reversed occlusal curve)."""
-    gx = k * rng.uniform(93, 104)
+    gx = k * rng.uniform(104, 114)
     asym = rng.normal(0, 0.025)
-    gy = k * rng.uniform(10, 24)
-    chin = k * rng.uniform(52, 60)
+    chin = k * rng.uniform(53, 60)
+    gy = chin - k * rng.uniform(24, 34)
     notch = float(rng.uniform(0, 2.5)) * k
     anat = Anatomy(
         k=k,
         chin_y=chin + 5 * k * max(posture, 0) - 2 * k * max(-posture, 0),
         gonial_x=(gx * (1 + asym), gx * (1 - asym)),
         gonial_y=(gy + rng.normal(0, 1.5) * k - 5 * k * posture, gy + rng.normal(0, 1.5) * k - 5 * k * posture),
-        power=float(rng.uniform(2.0, 2.9)),
+        power=float(rng.uniform(2.3, 3.2)),
         notch=(notch * rng.uniform(0.7, 1.3), notch * rng.uniform(0.7, 1.3)),
         site_x=(k * rng.uniform(36, 43), k * rng.uniform(36, 43)),
         foramen_h=(k * rng.uniform(10.5, 13.5), k * rng.uniform(10.5, 13.5)),
-        occ_y=k * rng.uniform(9, 14) + 3 * k * posture,
+        occ_y=k * rng.uniform(3, 10) + 3 * k * posture,
         occ_rise=k * rng.uniform(8, 13) + 12 * k * posture,
     )
     return anat
@@ -117,22 +122,42 @@ def mandible_polygon(anat: Anatomy, side_jitter: np.ndarray) -> np.ndarray:
         i = 0 if sx < 0 else 1
         gx, gy = anat.gonial_x[i], anat.gonial_y[i]
         jx, jy = side_jitter[i]
-        post = [(gx + 2 * k, gy - 6 * k), (gx + 5 * k, gy - 22 * k), (gx + 9 * k + jx, -30 * k + jy)]
+        # posterior border nearly upright from the angle to the condylar neck (as on a real OPG)
+        arc = gonial_arc(anat, sx)  # the rounded angle, tangent to the inferior border at (gx, gy)
+        ex, ey = arc[-1]
+        post = [*arc, (ex + 0.8 * k, min(ey - 6 * k, gy - 26 * k)), (gx + 3 * k + jx, -30 * k + jy)]
         phi = np.linspace(-np.pi / 4, 1.15 * np.pi, 12)  # condylar head: posterior -> top -> anterior
-        head = np.stack([gx + 11 * k + jx + 8 * k * np.cos(phi), -43 * k + jy - 6 * k * np.sin(phi)], 1)
-        rest = [(gx + 1 * k, -34 * k + jy), (gx - 6 * k, -29 * k), (gx - 14 * k, -33 * k),
-                (gx - 20 * k, -43 * k + jy), (gx - 24 * k, -42 * k + jy), (gx - 26 * k, -28 * k),
-                (gx - 27 * k, -10 * k), (gx - 29 * k, 0.0),
-                (gx - 32 * k, float(anat.crest(sx * (gx - 32 * k)))) ]  # fmt: skip
+        head = np.stack([gx + 3 * k + jx + 7 * k * np.cos(phi), -40 * k + jy - 5.5 * k * np.sin(phi)], 1)
+        rest = [(gx - 4 * k, -33 * k + jy), (gx - 13 * k, -24 * k), (gx - 21 * k, -29 * k),
+                (gx - 27 * k, -36 * k + jy), (gx - 31 * k, -34 * k + jy), (gx - 32 * k, -18 * k),
+                (gx - 33 * k, -2 * k), (gx - 35 * k, float(anat.crest(sx * (gx - 35 * k)))) ]  # fmt: skip
         pts = np.vstack([post, head, rest]).astype(np.float64)
         pts[:, 0] *= sx
         return pts if sx > 0 else pts[::-1]
 
-    x_in = (anat.gonial_x[1] - 33 * k, -(anat.gonial_x[0] - 33 * k))
+    x_in = (anat.gonial_x[1] - 36 * k, -(anat.gonial_x[0] - 36 * k))
     xc = np.arange(x_in[0], x_in[1] - 0.1, -1.0)
     crest = np.stack([xc, anat.crest(xc)], 1)
     upper = chaikin(np.vstack([ramus(1), crest, ramus(-1)]), 3)
     return np.vstack([lower, upper])
+
+
+def gonial_arc(anat: Anatomy, sx: int, n: int = 10) -> np.ndarray:
+    """The gonial angle as a circular arc (radius ~9 mm) that leaves the inferior border at the
+    angle (gx, gy) along its tangent and turns up into the posterior border of the ramus; in the
+    frame x > 0 (mirrored by the caller). The arc's first point is just beyond (gx, gy)."""
+    i = 0 if sx < 0 else 1
+    gx, gy = anat.gonial_x[i], float(anat.border(np.array(sx * anat.gonial_x[i])))
+    slope = abs(float(anat.border_slope(np.array(sx * (gx - 0.05)))))
+    th0, th1 = math.atan2(slope, 1.0), math.radians(86.0)  # direction above horizontal, outward
+    radius = 9.0 * anat.k
+    ths = np.linspace(th0, th1, n + 1)[1:]
+    ds = radius * (th1 - th0) / n
+    pts, p = [], np.array([gx, gy])
+    for th in ths:
+        p = p + ds * np.array([math.cos(th), -math.sin(th)])
+        pts.append(p.copy())
+    return np.array(pts)
 
 
 def width_profile(x: np.ndarray, anat: Anatomy, mcw_right: float, mcw_left: float,

@@ -116,7 +116,7 @@ class Distractors:
 
 
 class _Grids:
-    """Two low-resolution canvases: broad masses (blurred ~4 mm) and fine bony edges (~0.9 mm)."""
+    """Two low-resolution canvases: broad masses (blurred ~3 mm) and fine bony edges (~0.9 mm)."""
 
     def __init__(self, raster: Raster, k: float):
         self.k = k
@@ -124,6 +124,7 @@ class _Grids:
         self.lo, self.lo_broad = Raster.make(raster.mm * 2), Raster.make(raster.mm * 8)
         self.fine = np.zeros(self.lo.shape, np.float32)
         self.broad = np.zeros(self.lo_broad.shape, np.float32)
+        self.exact = np.zeros(raster.shape, np.float32)  # drawn at full resolution, not blurred
 
     def _grid(self, c: np.ndarray) -> Raster:
         return self.lo if c is self.fine else self.lo_broad
@@ -153,44 +154,48 @@ class _Grids:
 
     def result(self, rng: np.random.Generator) -> np.ndarray:
         k = self.k
-        broad = resize(cv2.GaussianBlur(self.broad, (0, 0), 4.0 * k / self.lo_broad.mm), self.lo.shape)
+        broad = resize(cv2.GaussianBlur(self.broad, (0, 0), 3.0 * k / self.lo_broad.mm), self.lo.shape)
         fine = cv2.GaussianBlur(self.fine, (0, 0), 0.9 * k / self.lo.mm)
         upper = smoothstep((-self.lo.ys[:, None] + 10) / 30)  # bony clutter, strongest over the skull
         bp = bandpass_noise(rng, self.lo.shape, 1.0 / self.lo.mm, 6 / self.lo.mm)
         ridges = np.exp(-((bp / 0.3) ** 2))  # a network of thin bony edges
         out = broad + fine + 0.004 * bp + 0.035 * upper * (ridges - 0.25)
-        return resize(out, self.raster.shape)
+        return resize(out, self.raster.shape) + self.exact
 
 
 def _skull_base(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
     j = lambda s: float(rng.normal(0, s))
-    g.ell(g.broad, 0, -88, 175, 45, 0.28)  # skull base
-    g.ell(g.broad, 0, -45, 105 + j(3), 38 + j(2), 0.13)  # maxilla / midface
-    for _ in range(int(rng.integers(6, 14))):  # thin bony edges crossing the upper field
+    g.ell(g.broad, 0, -88, 175, 45, 0.4)  # skull base
+    g.ell(g.broad, 0, -45, 112 + j(3), 38 + j(2), 0.24)  # maxilla / midface (bright on a real OPG)
+    for _ in range(int(rng.integers(10, 20))):  # thin bony edges crossing the upper field
         x0, y0 = rng.uniform(-150, 150), rng.uniform(-80, -35)
         ang, length = rng.uniform(-0.6, 0.6), rng.uniform(20, 70)
         pts = [(x0, y0), (x0 + length * np.cos(ang) / 2, y0 + length * np.sin(ang) / 2 + j(3)),
                (x0 + length * np.cos(ang), y0 + length * np.sin(ang))]
-        g.line(g.fine, pts, rng.uniform(0.03, 0.09), rng.uniform(0.6, 2.0))
+        g.line(g.fine, pts, rng.uniform(0.05, 0.12), rng.uniform(0.6, 2.0))
     for sx in (-1, 1):
         g.ell(g.fine, sx * (36 + j(2)), -74 + j(2), 20, 14, 0.11, thick=1.5, a0=150, a1=390)  # orbit rims
-        g.ell(g.broad, sx * 36, -76, 17, 11, -0.07)  # orbit
+        g.ell(g.broad, sx * 36, -76, 17, 11, -0.15)  # orbit
         g.line(g.fine, [(sx * 20, -66 + j(2)), (sx * 75, -64 + j(2)), (sx * 120, -60 + j(3)), (sx * 160, -52)],
                0.08, 2.5)  # petrous ridge / skull base line  # fmt: skip
-        g.ell(g.fine, sx * (anat.gonial_x[0 if sx < 0 else 1] / anat.k + 12), -46, 11, 9, 0.08, thick=1.2,
-              a0=180, a1=360)  # glenoid fossa  # fmt: skip
-        g.ell(g.broad, sx * 160, 10, 18, 80, 0.08)  # lateral cervical spine / skull
+        gx = anat.gonial_x[0 if sx < 0 else 1] / anat.k
+        g.ell(g.fine, sx * (gx + 3), -43, 10, 8, 0.08, thick=1.2, a0=180, a1=360)  # glenoid fossa
+        cx = sx * (gx + 24 + j(3))
+        g.ell(g.broad, cx, -22, 24, 56, 0.15)  # mastoid and the lateral cervical spine
+        for y in np.arange(-44, 26, rng.uniform(12, 16)):  # vertebral end plates of the lateral spine
+            g.line(g.fine, [(cx - 12, y + j(1)), (cx + 12, y + j(1))], 0.05, 1.5)
+        g.ell(g.broad, sx * (gx - 8), -52, 40, 16, 0.08)  # articular eminence, zygomatic root
 
 
 def _zygomatic_arches(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
     for sx in (-1, 1):
         y0 = -56 + float(rng.normal(0, 2))
-        g.line(g.fine, [(sx * 58, -60), (sx * 95, y0), (sx * 128, -53), (sx * 150, -45)], 0.14, 5)
+        g.line(g.fine, [(sx * 58, -60), (sx * 95, y0), (sx * 128, -53), (sx * 150, -45)], 0.18, 6)
         g.line(g.fine, [(sx * 60, -52), (sx * 95, y0 + 7), (sx * 125, -47)], 0.04, 1.2)  # lower edge
 
 
 def _nasal_cavity(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
-    g.ell(g.broad, 0, -60, 14, 18, -0.14)
+    g.ell(g.broad, 0, -54, 16, 21, -0.4)
     g.line(g.fine, [(0, -80), (float(rng.normal(0, 2)), -58), (0, -36)], 0.06, 1.5)  # septum
     for sx in (-1, 1):
         g.ell(g.fine, sx * 16, -55, 9, 5, 0.05)  # inferior turbinate
@@ -212,24 +217,30 @@ def _maxillary_sinus(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None
 
 
 def _tongue(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
-    dorsum = rng.uniform(-10, 6)  # mm relative to the occlusal plane
-    g.ell(g.broad, 0, 4 + dorsum / 2, 75, 20, rng.uniform(0.05, 0.1))  # tongue mass
-    a = rng.uniform(0.05, 0.1)
-    pts = [(-95, -2 + dorsum), (-55, -12 + dorsum), (-20, -8 + dorsum), (20, -8 + dorsum), (55, -12 + dorsum),
-           (95, -2 + dorsum)]  # fmt: skip
-    g.line(g.broad, pts, -a, rng.uniform(4, 8))  # air between tongue dorsum and palate
-    g.line(g.fine, pts, -0.4 * a, 1.5)
+    """Tongue mass over the body and the dark air between its dorsum and the palate (at the
+    level of the upper roots, a band of variable height)."""
+    gap = rng.uniform(6, 16)  # mm from the palate (y ~ -30) down to the tongue dorsum
+    g.ell(g.broad, 0, 2 - gap / 3, 75, 20, rng.uniform(0.05, 0.1))  # tongue mass
+    a = rng.uniform(0.07, 0.13)
+    y = -30 + gap / 2
+    pts = [(-95, y + 8), (-55, y - 2), (-20, y + 1), (20, y + 1), (55, y - 2), (95, y + 8)]
+    g.line(g.broad, pts, -a, gap)  # air between tongue dorsum and palate
+    g.line(g.fine, pts, -0.4 * a, 0.6 * gap)
 
 
 def _airway(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
+    """Pharyngeal airway: an oblique dark band from behind the soft palate down across the ramus
+    and the angle, often leaning forward into the body; it ends in the neck below the angle."""
     for sx in (-1, 1):
-        gx = anat.gonial_x[0 if sx < 0 else 1] / anat.k
-        x0 = gx + rng.uniform(-2, 14)
-        lean = rng.uniform(-0.45, 0.1)  # the band runs obliquely, often forward into the body
-        a = rng.uniform(0.06, 0.13)
-        top, bottom = (sx * (x0 + 8), -50), (sx * (x0 + 8 + lean * 130), 80)
-        g.line(g.broad, [top, bottom], -a, rng.uniform(10, 16))
-        g.line(g.fine, [top, bottom], -0.25 * a, rng.uniform(8, 12))  # sharper edges of the air column
+        i = 0 if sx < 0 else 1
+        gx, gy = anat.gonial_x[i] / anat.k, anat.gonial_y[i] / anat.k
+        x0 = gx + rng.uniform(-14, 2)
+        lean = rng.uniform(-0.3, 0.05)  # the band runs obliquely, often forward into the body
+        a = rng.uniform(0.04, 0.09)
+        y1 = gy + rng.uniform(8, 25)
+        top, bottom = (sx * x0, -32 + rng.uniform(-5, 5)), (sx * (x0 + lean * (y1 + 32)), y1)
+        g.line(g.broad, [top, bottom], -a, rng.uniform(8, 13))
+        g.line(g.fine, [top, bottom], -0.25 * a, rng.uniform(6, 10))  # sharper edges of the air column
 
 
 def _hyoid(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
@@ -259,15 +270,25 @@ def _neck_soft_tissue(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> Non
     drop = rng.uniform(4, 15) * (1 - 0.7 * (np.abs(xs) / xs.max()) ** 3)
     wav = rng.uniform(0.5, 3) * np.sin(xs / rng.uniform(15, 40) + rng.uniform(0, 6))
     lower = b + np.maximum(drop + wav, 1.0)
-    pts = np.vstack([np.stack([xs, b - 3], 1), np.stack([xs[::-1], lower[::-1]], 1)])
     val = rng.uniform(0.1, 0.35)
-    g.fill(g.broad, pts, 0.35 * val)
-    g.fill(g.fine, pts, 0.65 * val)  # the sharp lower edge
+    # on the anatomy raster itself (unblurred): a third of the tissue fades in gradually from 25 mm
+    # above the border (no edge over the bone), the rest starts exactly at the border (one step
+    # with the border's own); both end at the tissue's sharp lower edge; it fades out at its ends
+    r = g.raster
+    y0, y1 = np.searchsorted(r.ys, k * (b.min() - 26)), np.searchsorted(r.ys, k * (lower.max() + 1))
+    cx, cy = r.xs / k, r.ys[y0:y1, None] / k
+    bb = np.interp(cx, xs, b)[None, :]
+    low = np.interp(cx, xs, lower)[None, :]
+    fade = smoothstep((np.abs(xs).max() - np.abs(cx)) / 12)[None, :] * (np.abs(cx) <= np.abs(xs).max())[None, :]
+    aa = 0.6 * r.mm / k
+    tissue = 0.35 * smoothstep((cy - bb + 25) / 16) + 0.65 * smoothstep((cy - bb) / aa + 0.5)
+    tissue *= smoothstep((low - cy) / 0.3) * fade
+    g.exact[y0:y1] += (val * tissue).astype(np.float32)
 
 
 def _spine_ghost(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
-    w = rng.uniform(18, 26)
-    g.ell(g.broad, 0, 60, w, 60, rng.uniform(0.14, 0.26))
+    w = rng.uniform(14, 21)
+    g.ell(g.broad, 0, 62, w, 55, rng.uniform(0.08, 0.18))
     off = rng.uniform(6, 12)
     for sx in (-1, 1):  # double contour: anterior and posterior edges of the vertebral ghosts
         for d in (0, off):
@@ -298,7 +319,7 @@ def soft_tissue(raster: Raster, anat: Anatomy) -> np.ndarray:
     x, y = raster.xs[None, :], raster.ys[:, None]
     lateral = np.exp(-((x / 155.0) ** 4)) * np.exp(-((y / 95.0) ** 6))
     above = smoothstep((anat.border(x) + 4 * anat.k - y) / 14.0)
-    return (0.02 + lateral * (0.02 + 0.13 * above)).astype(np.float32)
+    return (0.02 + lateral * (0.03 + 0.16 * above)).astype(np.float32)
 
 
 def describe(present: dict[str, bool]) -> str:

@@ -19,14 +19,16 @@ from osteopano.phantom.raster import (
     stroke,
 )
 
+EROSION_SPAN = 1.9  # latent erosion above 0.25 over which the signs grow to full strength
 SITE_CLEAR_MM = 1.5  # lacunae, residues and pores stay this far (along x) from the sites
+ENDOSTEAL_RAMP = (0.25, 0.6, 1.2)  # the cortex fades into trabecular bone over 0.25 x width (0.6-1.2 mm), centred on it
 
 
 def erosion_strength(erosion: float, expression: float) -> float:
     """How strongly the Klemetti signs are drawn (0 = even margin ... 1 = heavily eroded): a
     smooth ramp of the latent erosion, so classes overlap near the cuts, times the patient's
     own expression factor (the same erosion does not look the same in everyone)."""
-    return float(np.clip((erosion - 0.25) / 2.2 * expression, 0.0, 1.0))
+    return float(np.clip((erosion - 0.25) / EROSION_SPAN * expression, 0.0, 1.0))
 
 
 def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patient,
@@ -37,13 +39,13 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     half = (raster.shape[0] // 2 + 1, raster.shape[1] // 2 + 1)
 
     # maxillary alveolar bone around the upper roots, with its own trabecular texture
-    up = anat.occlusal(xs) - 9.0 * k
+    up = anat.occlusal(xs) - 11.5 * k
     m0, m1 = int(np.searchsorted(ys, up.min() - 40 * k)), int(np.searchsorted(ys, up.max() + 1))
     ym = ys[m0:m1, None]
     maxilla = smoothstep((up - ym) / 3.0) * smoothstep((ym - (up - 28 * k)) / 10.0)
-    maxilla *= smoothstep((78 * k - np.abs(xs)) / 8.0)
+    maxilla *= smoothstep((84 * k - np.abs(xs)) / 10.0)
     tex_max = np.exp(-((bandpass_noise(rng, half, 0.25 / mm, 1.25 / mm) / 0.4) ** 2))
-    att[m0:m1] += maxilla * (0.08 + 0.05 * resize(tex_max, raster.shape)[m0:m1])
+    att[m0:m1] += maxilla * (0.1 + 0.05 * resize(tex_max, raster.shape)[m0:m1])
 
     jitter = rng.normal(0, 1.5, (2, 2)) * k
     mand = np.zeros(raster.shape, np.float32)
@@ -68,7 +70,7 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
         depth = rng.uniform(0.15, 0.45) * (0.6 + 0.4 * s)
         w_eff -= env * depth * w * np.sqrt(np.clip(1 - ((xs - cx) / r) ** 2, 0, None))
     w_eff = np.maximum(w_eff, 0.6).astype(np.float32)
-    in_body = smoothstep((gxc + 2 - ax) / 5).astype(np.float32)
+    in_body = smoothstep((gxc - ax) / 5).astype(np.float32)  # the angle's arc has only the thin rim
 
     # rows holding the inferior border region (d from -2 to 16 mm); everything below is per-band
     r0 = int(np.searchsorted(ys, min(anat.gonial_y) - 17 * k - max(anat.notch)))
@@ -76,53 +78,71 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     yb = ys[r0:r1, None]
     d = ((border[None, :] - yb) / np.sqrt(1 + slope * slope)[None, :]).astype(np.float32)
     aa = mm * 0.6
-    band = np.zeros(raster.shape, np.float32)
-    band[r0:r1] = smoothstep(d / aa + 0.5) * (1 - smoothstep((d - w_eff) / aa + 0.5)) * in_body
+    outer = smoothstep(d / aa + 0.5)
+    band = np.zeros(raster.shape, np.float32)  # the cortex (mask): 0 <= d <= w_eff
+    band[r0:r1] = outer * (1 - smoothstep((d - w_eff) / aa + 0.5)) * in_body
+    # what is drawn: a sharp periosteal edge, an endosteal side fading into the trabecular bone
+    # over a distance growing with the width, symmetric about d = w_eff (so the half-way level
+    # between cortex and trabecular bone stays exactly at the width)
+    ramp = np.clip(ENDOSTEAL_RAMP[0] * w_eff, ENDOSTEAL_RAMP[1], ENDOSTEAL_RAMP[2])
+    graded = np.zeros(raster.shape, np.float32)
+    graded[r0:r1] = outer * (1 - smoothstep((d - w_eff) / ramp + 0.5)) * in_body
 
     # trabeculae = zero-crossing network of band-passed noise; thinner/sparser when osteoporotic
     t_lat = patient.tscore + rng.normal(0, 0.5)
-    trab_level = float(np.clip(0.17 + 0.014 * t_lat, 0.11, 0.2))
+    trab_level = float(np.clip(0.2 + 0.014 * t_lat, 0.14, 0.23))
     thick = float(np.clip(0.42 + 0.05 * t_lat, 0.2, 0.5))
     tex = resize(np.exp(-((bandpass_noise(rng, half, 0.22 / mm, 1.0 / mm) / thick) ** 2)), raster.shape)
     ramus = smoothstep((ax - (gxc - 24 * k)) / 8)[None, :]
     ramus = ramus * smoothstep((min(anat.gonial_y) - 8 - ys) / 10)[:, None]  # thinner bone plate
-    inner = 1 - band
+    inner = 1 - graded
     # soft-edged fill except along the inferior border, where the edge must stay exact
     sharp = np.zeros(raster.shape, np.float32)
     sharp[r0:r1] = in_body * smoothstep((9 - d) / 2)
     sharp[r1:] = in_body
-    fill = resize(cv2.GaussianBlur(resize(mand, half), (0, 0), 0.5 / mm), raster.shape)
+    fill = resize(cv2.GaussianBlur(resize(mand, half), (0, 0), 0.8 / mm), raster.shape)
     fill += sharp * (mand - fill)
     crest = anat.crest(xs)
     c0, c1 = int(np.searchsorted(ys, crest.min())), int(np.searchsorted(ys, crest.max() + 6 * k))
     crest_fade = np.where(np.arange(raster.shape[0]) < c0, 0.55, 1.0).astype(np.float32)[:, None] * fill
     crest_fade[c0:c1] = (0.55 + 0.45 * smoothstep((ys[c0:c1, None] - crest) / (6 * k))) * fill[c0:c1]
-    att += crest_fade * ((trab_level - 0.05 * ramus) * (0.8 + 0.2 * inner) + 0.09 * tex * inner)
+    att += crest_fade * ((trab_level - 0.02 * ramus) * (0.8 + 0.2 * inner) + 0.08 * tex * inner)
+    # the thick basal bone of the body is denser in projection: brighter toward the border
+    att[r0:r1] += 0.04 * fill[r0:r1] * in_body * smoothstep((18 - d) / 10)
 
     # thin generic cortex on the rest of the outline (ramus, condyle, crest)
     edge = cv2.distanceTransform((mand > 0.5).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) * mm
-    rim = mand * np.clip((1.8 - edge) / 0.8, 0, 1)
+    rim = mand * np.exp(-edge / 1.3)  # graded, no drawn outline
     c1 = int(np.searchsorted(ys, crest.max() + 5))
     rim[:c1] *= 1 - smoothstep((74 * k - ax) / 4) * smoothstep((crest + 5 - ys[:c1, None]) / 2)
     rim[r0:r1] *= 1 - in_body * smoothstep((6 - d) / 2)
     rim[r1:] *= 1 - in_body
-    att += 0.07 * rim
+    att += 0.08 * rim
 
     # inferior-border cortex; border-aligned noise (streaks along the border) for pores/residues
     map_u = np.broadcast_to(((xs + 130) / 0.5).astype(np.float32), d.shape)
     map_v = (np.clip(d, -2, 16) / 0.1 + 25).astype(np.float32)
     bn_shape = (220, 560)
     sub = att[r0:r1]
-    cortex_density = 0.26 - 0.07 * s
+    along = np.zeros_like(xs)  # the cortex is not equally dense all along the border
+    for _ in range(3):
+        along += rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * xs / rng.uniform(35, 90) + rng.uniform(0, 2 * np.pi))
+    cortex_density = (0.25 - 0.05 * s) * (1 + along)
     porous = float(smoothstep((s - 0.3) / 0.45))
     bn2 = cv2.remap(bandpass_noise(rng, bn_shape, 0.8, 2.5), map_u, map_v, cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REFLECT)  # fmt: skip
-    sub += cortex_density * band[r0:r1] * (1 - 0.6 * porous * smoothstep((bn2 - 0.5) / 0.5) * env)
+    # in 2-D, pores and residues stay clear of the site's whole normal line (which leans in x)
+    env2 = np.broadcast_to(smoothstep((ax - 10 * k) / 8) * smoothstep((gxc - 3 - ax) / 6), d.shape).copy()
+    for side in (-1, 1):
+        p, n = anat.site(side)
+        off = np.abs(xs[None, :] - p[0] - n[0] / max(-n[1], 0.5) * np.clip(d, 0, None))
+        env2 *= smoothstep((off - SITE_CLEAR_MM) / 1.0)
+    sub += cortex_density * graded[r0:r1] * (1 - 0.6 * porous * smoothstep((bn2 - 0.5) / 0.5) * env2)
     # endosteal cortical residues just above the margin (faint already at low erosion)
     bn = cv2.remap(bandpass_noise(rng, bn_shape, 1.0, 3.0), map_u, map_v, cv2.INTER_LINEAR,
                    borderMode=cv2.BORDER_REFLECT)  # fmt: skip
     zone = smoothstep((d - w_eff - 0.2) / 0.3) * (1 - smoothstep((d - w_eff - 2.4 * s - 0.8) / 1.5))
-    resid = smoothstep((bn - (1.5 - 0.7 * s)) / 0.5) * zone * (env * in_body)
+    resid = smoothstep((bn - (1.5 - 0.7 * s)) / 0.5) * zone * (env2 * in_body)
     sub += 0.1 * (0.4 + 0.6 * s) * smoothstep(s / 0.1) * resid * mand[r0:r1]
 
     # mental foramina (small dark ovals above the sites) and mandibular canals

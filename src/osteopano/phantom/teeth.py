@@ -14,6 +14,8 @@ from osteopano.phantom.anatomy import Anatomy
 from osteopano.phantom.raster import Raster, poly
 
 WIDTHS = {1: [5.8, 6.2, 7.5, 7.8, 8.0, 12.0, 11.5, 11.0], -1: [8.5, 7.5, 8.2, 7.8, 7.5, 11.0, 10.5, 10.0]}
+MAGNIFICATION = 1.22  # a panoramic machine magnifies the teeth by about 1.15-1.3 (widths above are anatomical)
+ROOT_CLEAR_MM = 17.0  # lower root apices end at least this far above the inferior border
 METAL = 1.4  # attenuation added by metal: saturates the detector whatever the exposure
 
 
@@ -89,11 +91,11 @@ def teeth_layer(raster: Raster, anat: Anatomy, dent: Dentition,
     child_scale = 0.8 if dent.kind == "mixed" else 1.0
     for jaw in (1, -1):  # 1 = lower (crowns point up), -1 = upper
         for sx in (-1, 1):
-            pos = 0.4 * k
+            pos = 0.2 * k
             for i, w0 in enumerate(WIDTHS[jaw]):
-                w = 1.12 * w0 * k * rng.uniform(0.95, 1.05) * child_scale
+                w = MAGNIFICATION * w0 * k * rng.uniform(0.95, 1.05) * child_scale
                 xc = sx * (pos + w / 2)
-                pos += w + rng.uniform(-0.3, 0.5) * k
+                pos += w + rng.uniform(-0.7, 0.1) * k  # neighbouring crowns touch or overlap a little
                 state = dent.teeth[(jaw, sx, i)]
                 draw = _Tooth(raster, anat, rng, xc, w, jaw, i, sx, canvas, cover, metal)
                 if state == "tooth":
@@ -108,6 +110,14 @@ def teeth_layer(raster: Raster, anat: Anatomy, dent: Dentition,
     return cv2.GaussianBlur(canvas, (0, 0), sigma), cover, metal
 
 
+def _round(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Round the corners of an open crown outline (two rounds of corner cutting, ends kept)."""
+    from osteopano.phantom.raster import chaikin
+
+    pts = chaikin(np.stack([u, v], 1), 2)
+    return pts[:, 0], pts[:, 1]
+
+
 class _Tooth:
     """Drawing of one tooth position (index i from the midline, 5-7 = molars) into the canvases."""
 
@@ -116,14 +126,17 @@ class _Tooth:
         self.canvas, self.cover, self.metal_canvas = canvas, cover, metal
         self.jaw, self.i, self.sx, self.w = jaw, i, sx, w
         k = anat.k
-        self.top = float(anat.occlusal(np.array(xc))) - (1.0 * k if jaw < 0 else 0.0)
-        tilt = np.deg2rad(sx * max(i - 2, 0) * 1.8 * jaw + rng.normal(0, 2.5))
+        self.top = float(anat.occlusal(np.array(xc))) + (0.6 * k if jaw < 0 else -0.2 * k)  # cusps interlock
+        tilt = np.deg2rad(sx * max(i - 2, 0) * 2.8 * jaw + rng.normal(0, 2.5))
         self.axis = np.array([math.sin(tilt), jaw * math.cos(tilt)])  # from the occlusal tip into the jaw
         self.across = np.array([math.cos(tilt), -jaw * math.sin(tilt)])
         self.xc = xc
-        self.hw = w / 2 * 0.96
-        self.hc = (10.0 if i < 5 else 9.0) * k * rng.uniform(0.92, 1.08)
-        self.lr = (17.0 if i < 5 else 15.0) * k * rng.uniform(0.9, 1.1) * (1.2 if i == 2 else 1.0)
+        self.hw = w / 2
+        self.hc = (13.0 if i < 5 else 11.5) * k * rng.uniform(0.92, 1.08) * (1.1 if jaw < 0 and i < 2 else 1.0)
+        self.lr = (16.5 if i < 5 else 14.5) * k * rng.uniform(0.9, 1.1) * (1.2 if i == 2 else 1.0)
+        if jaw > 0:  # lower apices stay above the mental foramen and the inferior-border cortex
+            room = float(anat.border(np.array(xc))) - ROOT_CLEAR_MM * k - (self.top + self.hc)
+            self.lr = max(min(self.lr, room), 5.0 * k)
 
     def place(self, u, v) -> np.ndarray:
         return np.array([self.xc, self.top]) + np.outer(np.asarray(u), self.across) + np.outer(np.asarray(v), self.axis)
@@ -133,35 +146,39 @@ class _Tooth:
 
     def crown_outline(self) -> tuple[np.ndarray, np.ndarray]:
         hw, hc = self.hw, self.hc
-        if self.i < 3:  # incisors and canine: tapered edge / cusp tip
-            cu = np.array([-0.78, -0.95, -0.9, -0.55, 0.0, 0.55, 0.9, 0.95, 0.78]) * hw
-            cv = np.array([1.0, 0.55, 0.2, 0.04, 0.0 if self.i < 2 else -0.05, 0.04, 0.2, 0.55, 1.0]) * hc
-        else:  # premolars and molars: cusps
-            cu = np.array([-0.82, -0.98, -0.95, -0.7, -0.3, 0.0, 0.3, 0.7, 0.95, 0.98, 0.82]) * hw
-            cv = np.array([1.0, 0.55, 0.18, 0.0, 0.07, 0.13, 0.07, 0.0, 0.18, 0.55, 1.0]) * hc
-        return cu, cv
+        # bulbous crowns, widest a third of the way down, narrowing to the cervical line (v = hc)
+        if self.i < 2:  # incisors: broad crowns with a straight incisal edge
+            cu = np.array([-0.74, -0.93, -1.0, -0.98, -0.88, 0.0, 0.88, 0.98, 1.0, 0.93, 0.74]) * hw
+            cv = np.array([1.0, 0.7, 0.4, 0.15, 0.02, 0.0, 0.02, 0.15, 0.4, 0.7, 1.0]) * hc
+        elif self.i == 2:  # canine: cusp tip
+            cu = np.array([-0.74, -0.93, -1.0, -0.96, -0.6, 0.0, 0.6, 0.96, 1.0, 0.93, 0.74]) * hw
+            cv = np.array([1.0, 0.7, 0.4, 0.18, 0.06, -0.04, 0.06, 0.18, 0.4, 0.7, 1.0]) * hc
+        else:  # premolars and molars: broad crowns with cusps
+            cu = np.array([-0.76, -0.95, -1.0, -0.97, -0.78, -0.3, 0.0, 0.3, 0.78, 0.97, 1.0, 0.95, 0.76]) * hw
+            cv = np.array([1.0, 0.7, 0.4, 0.15, 0.0, 0.06, 0.11, 0.06, 0.0, 0.15, 0.4, 0.7, 1.0]) * hc
+        return _round(cu, cv)
 
     def roots(self) -> list[tuple[float, float, float]]:
-        return [(-0.78, 0.78, 0.0)] if self.i < 5 else [(-0.85, -0.1, -0.3), (0.1, 0.85, 0.3)]
+        return [(-0.74, 0.74, 0.0)] if self.i < 5 else [(-0.78, -0.06, -0.3), (0.06, 0.78, 0.3)]
 
     def root_outline(self, u0, u1, lean, grow, lr) -> tuple[np.ndarray, np.ndarray]:
         hw, hc = self.hw, self.hc
         um = (u0 + u1) / 2
-        ru = np.array([u0 * hw - grow / 2, (um + lean - 0.15) * hw - grow / 3,
-                       (um + lean + 0.15) * hw + grow / 3, u1 * hw + grow / 2])  # fmt: skip
-        mid = 0.62 * np.array([u0 * hw - grow / 2, u1 * hw + grow / 2]) + 0.38 * (um + lean) * hw
+        ru = np.array([u0 * hw - grow / 2, (um + lean - 0.18) * hw - grow / 3,
+                       (um + lean + 0.18) * hw + grow / 3, u1 * hw + grow / 2])  # fmt: skip
+        mid = 0.8 * np.array([u0 * hw - grow / 2, u1 * hw + grow / 2]) + 0.2 * (um + lean) * hw
         ru = np.array([ru[0], mid[0], ru[1], ru[2], mid[1], ru[3]])
         rv = np.array([hc * 0.9, hc + 0.6 * lr, hc + lr + grow / 2, hc + lr + grow / 2, hc + 0.6 * lr, hc * 0.9])
         return ru, rv
 
     def tooth(self, metal: set[str], scale: float = 1.0) -> None:
         k, hw, hc, lr = self.anat.k, self.hw, self.hc, self.lr * scale
-        for grow, value in ((0.9 * k, -0.04), (0.0, 0.2)):  # periodontal space, then the root
+        for grow, value in ((1.0 * k, 0.03), (0.6 * k, -0.06), (0.0, 0.17)):  # lamina dura, periodontal space, root
             for u0, u1, lean in self.roots():
                 self.fill(*self.root_outline(u0, u1, lean, grow, lr), value)
         cu, cv = self.crown_outline()
-        self.fill(cu, cv, 0.4)  # enamel cap (over dentin)
-        self.fill(cu * 0.8, np.clip(cv, 0.1 * hc, None) + 0.1 * hc, -0.07)  # dentin core
+        self.fill(cu, cv, 0.58)  # enamel cap (over dentin)
+        self.fill(cu * 0.82, np.clip(cv, 0.12 * hc, None) + 0.08 * hc, -0.06)  # dentin core
         for u0, u1, lean in self.roots():  # coverage for the teeth mask
             self.fill(*self.root_outline(u0, u1, lean, 0.0, lr), 1.0, self.cover)
         self.fill(cu, cv, 1.0, self.cover)
