@@ -49,6 +49,8 @@ MIDLINE_MIN_SCORE = 0.35
 SYMMETRIC_SCORE = 0.5            # mirror correlation above which the image counts as a symmetric full view
 CHIN_EDGE_MM = 12.0              # a chin this close to the image's side means the image shows one side only
 INNER_STEP_LIMIT = 2.0           # a step inside the band this many times the outer edge's: 'low'
+FRAME_GAP_MM = 10.0              # a side ending this close to the image's side, not yet rising
+FRAME_RISE_MM = 2.0              # towards the angle (this much above its lowest point), is cut off by it
 ASYM_LIMIT = 0.45                # relative difference of the sides above which the result is 'low'
 SIDE_OK, SIDE_LOW = 0.5, 0.2     # side confidence needed for 'ok' / for a usable ('low') side
 
@@ -337,6 +339,9 @@ def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, fl
         # tissue's below the bone (the width then includes it).
         out.quality = "low"
         out.reason = f"{name} outer edge fainter than a step inside the cortex (soft tissue below the border?)"
+    if out.quality == "ok" and _cut_by_frame(trace.xy, dist_px, pixels.shape[1], nominal):
+        out.quality = "low"
+        out.reason = f"{name} border runs into the image's side at chin height (image cropped?)"
     if moved > 0.5:
         note = f"{name} site moved {moved:.1f} mm along the border (band unreadable right at it)"
         out.reason = f"{out.reason}; {note}" if out.reason else note
@@ -352,6 +357,16 @@ def _klemetti(score: float | None) -> str | None:
     if score is None:
         return None
     return "C1" if score < KLEMETTI_CUTS[0] else "C2" if score < KLEMETTI_CUTS[1] else "C3"
+
+
+def _cut_by_frame(xy: np.ndarray, dist_px: np.ndarray, width: int, nominal: float) -> bool:
+    """A side's body ends at the angle, inside the picture and above the chin: a trace whose outer end
+    lies near the image's side and no higher than the side's lowest point was cut off there (a cropped
+    image, or a "midline" that is not the chin's)."""
+    end = int(np.argmax(dist_px))
+    gap = min(float(xy[end, 0]), width - 1 - float(xy[end, 0])) * nominal
+    rise = (float(xy[:, 1].max()) - float(xy[end, 1])) * nominal  # image y grows downwards
+    return gap < FRAME_GAP_MM and rise < FRAME_RISE_MM
 
 
 def _result(right: SideMeasurement, left: SideMeasurement, spacing: float | None, source: str,
@@ -388,6 +403,11 @@ def _result(right: SideMeasurement, left: SideMeasurement, spacing: float | None
             notes.append(f"sides differ by {asym:.0%}")
     if any(n.startswith("pixel spacing") and "implausible" in n for n in notes):
         quality = "low"
+    if any(s.reason and "at chin height" in s.reason for s in (right, left)):
+        # One side leaves the picture where the chin should be: the midline (hence both sites) is not the
+        # chin's, so neither side's site can be trusted.
+        quality = "low"
+        conf *= 0.5
     if any(n.startswith("traced border is off") for n in notes):
         quality = "low"
         conf *= 0.5
