@@ -68,14 +68,27 @@ def test_crops_hold_the_cortex_band(phantoms) -> None:
 
 
 def test_crop_scale_follows_pixel_spacing() -> None:
-    crops = []
-    for width in (600, 1200):
-        ph = phantom.render(5, width=width)
-        image = from_array(ph.pixels, ph.truth["pixel_spacing_mm"])
-        crops.append(roi.roi_crops(image, cortex.measure(image))[0])
-    for small, large in zip(*crops):
-        assert small.shape == large.shape
-        assert np.corrcoef(small.ravel(), large.ravel())[0, 1] > 0.9
+    """The same physical site at 0.5x the pixels and 2x the spacing gives the same crop; a wrong spacing does
+    not. (The site is measured once, on the larger image, so this checks the crop, not the measurement's
+    consistency across resolutions, which benchmarks/measure_consistency.py covers.)"""
+    import dataclasses
+
+    large_ph, small_ph = phantom.render(5, width=1200), phantom.render(5, width=600)
+    large = from_array(large_ph.pixels, large_ph.truth["pixel_spacing_mm"])
+    small = from_array(small_ph.pixels, small_ph.truth["pixel_spacing_mm"])
+    m_large = cortex.measure(large)
+    f = small_ph.pixels.shape[1] / large_ph.pixels.shape[1]
+    sides = {name: dataclasses.replace(side, site_xy=(side.site_xy[0] * f, side.site_xy[1] * f))
+             for name in ("right", "left") if (side := getattr(m_large, name)).site_xy is not None}
+    assert len(sides) == 2, "both sites of the clean-enough phantom are located"
+    m_small = dataclasses.replace(m_large, pixel_spacing_mm=small_ph.truth["pixel_spacing_mm"], **sides)
+    reference = roi.roi_crops(large, m_large)[0]
+    same = roi.roi_crops(small, m_small)[0]
+    wrong = roi.roi_crops(small, m_small, pixel_spacing_mm=2 * small_ph.truth["pixel_spacing_mm"])[0]
+    for ref, ok, bad in zip(reference, same, wrong):
+        assert ref.shape == ok.shape == bad.shape
+        r_ok = np.corrcoef(ok.ravel(), ref.ravel())[0, 1]
+        assert r_ok > 0.9 and r_ok > np.corrcoef(bad.ravel(), ref.ravel())[0, 1]
 
 
 def test_crop_affine_maps_back_onto_the_image(phantoms) -> None:
