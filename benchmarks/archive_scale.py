@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from speed_common import timed_predict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -49,17 +49,8 @@ def _archive(cache: Path, n: int, unique: int, width: int) -> Path:
 
 def _screen(model: Path, folder: Path, out: Path, batch_size: int) -> tuple[float, float]:
     """Seconds and peak RSS (MB) of one ``osteopano predict`` process."""
-    cmd = [sys.executable, "-m", "osteopano", "predict", str(model), str(folder), "--engine", "onnx",
-           "--out", str(out), "--batch-size", str(batch_size)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"osteopano predict failed on {folder}:\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024
+    seconds, _, rss_mb = timed_predict(model, folder, out, batch_size)
+    return seconds, rss_mb
 
 
 def main() -> None:

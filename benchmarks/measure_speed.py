@@ -29,10 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "real-samples"
-DEFAULT_DIRS = (SHARED / "native", SHARED / "dc1000-more")
-SUFFIXES = {".png", ".jpg", ".jpeg"}
+from speed_common import bench_images
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -137,16 +135,7 @@ def _cli(folder: Path, n: int, rows: Path, batch_size: int) -> dict:
 
 
 def _images(args: argparse.Namespace, tmp: Path) -> tuple[list[Path], str]:
-    dirs = args.images or [d for d in DEFAULT_DIRS if d.is_dir()]
-    paths = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in SUFFIXES)
-    if paths:
-        paths = paths[: args.n] if args.n else paths
-        return paths, f"{len(paths)} images from {', '.join(str(d) for d in dirs)}"
-    from osteopano.phantom.generate import generate
-
-    generate(tmp / "phantoms", args.n or 30, 1, width=2943, progress=False)
-    paths = sorted((tmp / "phantoms").glob("*.png"))
-    return paths, f"{len(paths)} SYNTHETIC phantoms 2943 px wide"
+    return bench_images(args.images, args.n, tmp, default_n=30, width=2943)
 
 
 def main() -> None:

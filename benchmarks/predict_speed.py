@@ -35,11 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "real-samples"
-DEFAULT_DIRS = (SHARED / "native", SHARED / "dc1000-more")
+from speed_common import ROOT, bench_images, timed_predict
+
 KERAS_PYTHON = ROOT / ".venv-keras" / "bin" / "python"
-SUFFIXES = {".png", ".jpg", ".jpeg"}
 
 
 def _peak_rss_mb() -> float:
@@ -117,15 +115,8 @@ def _keras(python: Path, mode: str, images: Path, batch_size: int) -> dict:
 
 
 def _cli(model: Path, folder: Path, n: int, out: Path, batch_size: int) -> dict:
-    cmd = [sys.executable, "-m", "osteopano", "predict", str(model), str(folder), "--engine", "onnx",
-           "--out", str(out), "--batch-size", str(batch_size)]
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"osteopano predict failed:\n{proc.stderr.read().decode(errors='replace')[-2000:]}")
-    return {"n": n, "seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime}
+    seconds, cpu_seconds, _ = timed_predict(model, folder, out, batch_size)
+    return {"n": n, "seconds": seconds, "cpu_seconds": cpu_seconds}
 
 
 def _train(tmp: Path) -> Path:
@@ -144,16 +135,7 @@ def _train(tmp: Path) -> Path:
 
 
 def _images(args: argparse.Namespace, tmp: Path) -> tuple[list[Path], str]:
-    dirs = args.images or [d for d in DEFAULT_DIRS if d.is_dir()]
-    paths = sorted(p for d in dirs for p in Path(d).rglob("*") if p.suffix.lower() in SUFFIXES)
-    if paths:
-        paths = paths[: args.n] if args.n else paths
-        return paths, f"{len(paths)} images from {', '.join(str(d) for d in dirs)}"
-    from osteopano.phantom.generate import generate
-
-    generate(tmp / "phantoms", args.n or 40, 1, width=args.width, progress=False)
-    paths = sorted((tmp / "phantoms").glob("*.png"))
-    return paths, f"{len(paths)} SYNTHETIC phantoms {args.width} px wide"
+    return bench_images(args.images, args.n, tmp, default_n=40, width=args.width)
 
 
 def _big_image(paths: list[Path], tmp: Path) -> Path:
