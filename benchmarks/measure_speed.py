@@ -166,16 +166,17 @@ def main() -> None:
         listing = tmp / "images.txt"
         listing.write_text("\n".join(str(p) for p in paths))
         first_rows: str | None = None
-        for workers in [int(w) for w in args.workers.split(",") if w.strip()]:
-            for mode in [m.strip() for m in args.modes.split(",") if m.strip()]:
-                if workers == 1 and mode == "processes":
-                    continue  # one worker is inline either way
-                rows = tmp / f"rows-{mode}-{workers}.jsonl"
-                res = _child(args, workers, mode, listing, rows)
-                text = rows.read_text()
-                same = None if first_rows is None else text == first_rows
-                first_rows = text if first_rows is None else first_rows
-                results.append((f"{'inline' if workers == 1 else mode} x {workers}", res, same))
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        counts = [int(w) for w in args.workers.split(",") if w.strip()]
+        # one worker is inline whatever the mode: run it once, first, as the rows' reference
+        configs = [(1, modes[0])] * (1 in counts) + [(w, m) for w in counts if w != 1 for m in modes]
+        for workers, mode in configs:
+            rows = tmp / f"rows-{mode}-{workers}.jsonl"
+            res = _child(args, workers, mode, listing, rows)
+            text = rows.read_text()
+            same = None if first_rows is None else text == first_rows
+            first_rows = text if first_rows is None else first_rows
+            results.append((f"{'inline' if workers == 1 else mode} x {workers}", res, same))
         if not args.no_cli:
             folder = tmp / "cli-images"
             folder.mkdir()
