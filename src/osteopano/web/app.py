@@ -81,7 +81,12 @@ from osteopano.web.schema import (
     ScreenResponse,
 )
 from osteopano.web.security import SecurityHeaders, allowed_host_names
-from osteopano.web.service import BODY_TIMEOUT_S, Service, _json_default
+from osteopano.web.service import (
+    BODY_TIMEOUT_S,
+    Service,
+    _json_default,
+    needs_measurement,
+)
 from osteopano.web.store import ReportStore
 from osteopano.web.upload import (
     ClientDisconnect,
@@ -272,7 +277,8 @@ def create_app(model_path: str | Path | None = None, *, model: Any = None, measu
             raise WebError(409, "this server runs without a model (measurement mode): use POST /api/v1/measure")
         started = time.perf_counter()
         upload, screening = await service.screen(
-            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap), up.fields), score_only=True)
+            request, lambda up, mm: with_risk(service.run(up, mm, heatmap=heatmap, measure=needs_measurement(up)),
+                                              up.fields))
         result = screening.result
         body = ScreenResponse(**_model_score(result).model_dump(exclude={"decision_text"}),
                               decision_text=decision_text(bool(result.decision)), filename=upload.filename,

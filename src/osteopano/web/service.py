@@ -11,7 +11,6 @@ always measure (docs/speed.md)."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import copy
 import json
 import secrets
@@ -53,8 +52,6 @@ SPACING_FIELD = "pixel_spacing_mm"
 T = TypeVar("T")
 
 RISK_FIELDS = ("age", "sex", "weight_kg")           # form fields of the risk index, which may use the width
-# Whether the request being screened needs the cortex measured (set by Service.screen for its job).
-_MEASURE: contextvars.ContextVar[bool] = contextvars.ContextVar("osteopano_measure", default=True)
 
 
 def parse_spacing(text: str | None) -> float | None:
@@ -148,14 +145,9 @@ class Service:
             raise WebError(415, "unsupported file type: the content is not a PNG, JPEG, TIFF, BMP or DICOM image")
         return Upload(data=data, filename=safe_filename(filename), kind=kind, fields=fields)
 
-    async def screen(self, request: Request, job: Callable[[Upload, float | None], T], *,
-                     score_only: bool = False) -> tuple[Upload, T]:
-        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors.
-        ``score_only``: the answer shows the model's score only, so the cortex is measured only where the
-        risk index or the model can use it (module text)."""
+    async def screen(self, request: Request, job: Callable[[Upload, float | None], T]) -> tuple[Upload, T]:
+        """Read the upload, then admit it and run ``job(upload, spacing)`` in the pool; failures are WebErrors."""
         upload = await self.read(request)
-        measure = (not score_only or upload.kind == "dicom"
-                   or any((upload.fields.get(k) or "").strip() for k in RISK_FIELDS))
         spacing = parse_spacing(upload.fields.get(SPACING_FIELD))
         pixels = image_pixels(upload.data, upload.kind) or 0
         if pixels > self.max_pixels:
@@ -180,10 +172,8 @@ class Service:
         def done(_future: Future | None = None) -> None:
             self._release()
 
-        context = contextvars.copy_context()
-        context.run(_MEASURE.set, measure)
         try:
-            future = self.executor.submit(context.run, budgeted, upload, spacing)
+            future = self.executor.submit(budgeted, upload, spacing)
             future.add_done_callback(done)
         finally:
             if future is None:
@@ -200,14 +190,13 @@ class Service:
         return upload, outcome
 
     def run(self, upload: Upload, spacing: float | None = None, *, heatmap: bool = False,
-            measure: bool | None = None) -> Screening:
+            measure: bool = True) -> Screening:
         """Decode, measure and/or predict (in a worker thread); OsteopanoError when nothing came out.
-        ``measure=False`` skips the cortex measurement where the model does not need it (default: as
-        ``screen`` decided for the request; module text)."""
+        ``measure=False`` skips the cortex measurement where the model does not need it (module text;
+        ``needs_measurement`` says when a score-only answer still needs it)."""
         data = as_part10(upload.data) if upload.kind == "dicom" else upload.data
         radiograph = read_image_bytes(data, upload.filename or "upload", max_pixels=self.max_pixels)
         heatmap = heatmap and self.heatmaps
-        measure = _MEASURE.get() if measure is None else measure
         model = self.model if measure or self.scorer is None else self.scorer
         if self._model_lock is None:
             result = model.predict(radiograph, heatmap=heatmap, pixel_spacing_mm=spacing)
@@ -231,6 +220,12 @@ class Service:
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def needs_measurement(upload: Upload) -> bool:
+    """Whether a score-only answer still needs the cortex measured: the risk index may use the width when
+    age, sex or weight was sent, or for a DICOM upload (whose header may hold them)."""
+    return upload.kind == "dicom" or any((upload.fields.get(k) or "").strip() for k in RISK_FIELDS)
 
 
 def _score_only(model: Any) -> Any:
