@@ -54,8 +54,7 @@ def test_border_without_band_unchanged():
 
 def test_band_columns_flag_only_the_band_edge():
     img, edge, mm = _jaw(band_mm=8.0, seed=1)
-    _, ranked = ct.normalise_both(img)
-    lin = ct.normalise(img)
+    lin, ranked = ct.normalise_both(img)
     f = cb.WORK_MM / mm
     small = cv2.resize(ranked, (round(img.shape[1] / f), round(img.shape[0] / f)), interpolation=cv2.INTER_AREA)
     lins = cv2.resize(lin, small.shape[::-1], interpolation=cv2.INTER_AREA)

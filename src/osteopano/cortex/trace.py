@@ -57,23 +57,13 @@ class Band:
         return self.inner_t - self.outer_t
 
 
-def normalise(pixels: np.ndarray) -> np.ndarray:
-    """Stretch to the 1st-99th percentile window so thresholds mean the same on every image."""
-    lo, hi = np.percentile(pixels, [1.0, 99.0])
-    return np.clip((pixels - lo) / max(hi - lo, 1e-6), 0.0, 1.0).astype(np.float32)
-
-
-def rank_normalise(pixels: np.ndarray) -> np.ndarray:
-    """Map intensities to their rank (the image's own cumulative histogram, ``RANK_BINS`` levels):
-    any increasing intensity map (gamma, window, the device's or the export's LUT) gives the same
-    image, so the border search does not depend on the rendering curve."""
-    return normalise_both(pixels)[1]
-
-
 def normalise_both(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(:func:`normalise`, :func:`rank_normalise`) from one pass over the image: both come from its
-    histogram at ``RANK_BINS`` levels (the 1st/99th percentiles read from the same cumulative
-    histogram, exact for 8-bit and to 1/4096 of the range otherwise)."""
+    """Two normalisations of an image from one pass over its histogram at ``RANK_BINS`` levels:
+    (linear, rank). Linear: stretched to the 1st-99th percentile window, so thresholds mean the same on
+    every image (the percentiles read from the cumulative histogram: exact for 8-bit, to 1/4096 of the
+    range otherwise). Rank: each intensity mapped to its mid-rank, so any increasing intensity map
+    (gamma, window, the device's or the export's LUT) gives the same image and the border search does
+    not depend on the rendering curve."""
     p = np.asarray(pixels, dtype=np.float32)
     lo, hi = float(p.min()), float(p.max())
     if hi - lo <= 1e-9:
