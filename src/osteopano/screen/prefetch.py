@@ -109,15 +109,10 @@ def iter_screen_prefetched(screener: Any, images: Iterable[Any], *, heatmap: boo
                               ahead=batch_size + 2 * workers, pool=pool):
         chunk.append(staged)
         if len(chunk) == batch_size:
-            yield _score(screener, chunk, heatmap)
+            yield screener._score(chunk, heatmap)  # the network half of the screener
             chunk = []
     if chunk:
-        yield _score(screener, chunk, heatmap)
-
-
-def _score(screener: Any, staged: list[tuple[Any, Any, Any]], heatmap: bool) -> list[tuple[Any, Any]]:
-    """The network half of the screener (``Screener._score``) on already staged images."""
-    return screener._score(staged, heatmap)
+        yield screener._score(chunk, heatmap)  # the network half of the screener
 
 
 class _Stage:
