@@ -24,13 +24,12 @@ from typing import Any
 
 from osteopano import __version__
 from osteopano.cortex.measure import CortexMeasurement
+from osteopano.render.texts import DISCLAIMER
 
 CODE_SYSTEM = "urn:osteopano:codes"
 SNOMED = "http://snomed.info/sct"
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
-DISCLAIMER = ("Automatic screening aid (osteopano); not a diagnosis. A low cortical width suggests "
-              "referral for a bone density (DXA) assessment.")
 _NS = uuid.UUID("0b5c1f38-6f0e-4c33-9a35-0f7e6f2f1e11")  # namespace for osteopano's resource ids
 
 
