@@ -56,6 +56,7 @@ from osteopano.io.integrity import (
     check_png,
     check_tiff_extent,
 )
+from osteopano.io.png_fast import decode_png
 
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
@@ -246,12 +247,13 @@ def _read(fh: BinaryIO, head: bytes, name: str | Path, suffix: str, max_pixels: 
         try:
             # a header beyond our limit or Pillow's bomb limit is refused by the decoder from the header
             limit = min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else max_pixels
-            # PNG: chunks and CRCs here; the zlib stream by libpng, or by check_png where Pillow decodes
-            check_file(fh, head, max_pixels=limit, inflate=False)
+            # PNG: chunks and CRCs here (keeping IHDR and IDAT for png_fast); the zlib stream by png_fast
+            # or libpng, or by check_png where Pillow decodes
+            png = check_file(fh, head, max_pixels=limit, inflate=False, keep=True)
         except CorruptImage as exc:
             raise ImageReadError(name, exc.reason) from None
         try:
-            return _read_pil(fh, name, max_pixels, frame, reduce_to)
+            return _read_pil(fh, name, max_pixels, frame, reduce_to, png)
         except _NotPillowImage:
             if suffix in DICOM_SUFFIXES:  # DICOM written without the 128-byte preamble
                 fh.seek(0)
@@ -284,7 +286,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None = None,
-              reduce_to: int | None = None) -> Radiograph:
+              reduce_to: int | None = None, png: dict[str, Any] | None = None) -> Radiograph:
     with warnings.catch_warnings():
         # Our own max_pixels limit replaces Pillow's bomb warning; its hard error is caught below.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -310,7 +312,10 @@ def _read_pil(fh: BinaryIO, name: str | Path, max_pixels: int, frame: int | None
                     check_tiff_extent(img, fh.seek(0, io.SEEK_END))
                 except CorruptImage as exc:
                     raise ImageReadError(name, exc.reason) from None
-            fast = _cv2_decode(fh, img, fmt, reduce_to) if not frame else None
+            try:
+                fast = _cv2_decode(fh, img, fmt, reduce_to, png) if not frame else None
+            except CorruptImage as exc:  # png_fast met a damaged zlib stream
+                raise ImageReadError(name, exc.reason) from None
             if fast is None and fmt == "png":  # Pillow decodes (or libpng refused): inflate the stream here
                 try:
                     check_png(fh)
@@ -361,33 +366,42 @@ _CV2_REDUCED = {  # (factor, grey?) -> imdecode flag: the JPEG library's own DCT
 }
 
 
-def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
-                reduce_to: int | None) -> tuple[np.ndarray, int, float] | None:
+def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str, reduce_to: int | None,
+                png: dict[str, Any] | None = None) -> tuple[np.ndarray, int, float] | None:
     """Plain grey/RGB(A) single-frame PNG and JPEG pixels by ``cv2.imdecode`` in their native dtype, as
     float32 [0, 1] exactly as the Pillow path makes them; None (Pillow decodes) for anything else: other
     formats and modes, several frames, an EXIF rotation, a palette or tRNS, a file OpenCV cannot read.
-    Returns (pixels, reduction factor, chroma)."""
+    A PNG whose chunk walk (``png``, from ``check_png(keep=True)``) is at hand is decoded by
+    ``png_fast.decode_png`` where that applies (the same array ``cv2.imdecode`` gives), which raises
+    ``CorruptImage`` for a damaged zlib stream. Returns (pixels, reduction factor, chroma)."""
     expected = _CV2_MODES.get(img.mode)
     if fmt not in ("png", "jpeg") or expected is None or (fmt == "jpeg" and img.mode not in ("L", "RGB")):
         return None
     if "transparency" in img.info or (fmt == "png" and int(getattr(img, "n_frames", 1) or 1) > 1):
         return None
-    fh.seek(0)
-    data = fh.read()
-    if fmt == "png" and b"eXIf" in data:  # a rotation Pillow would apply (possibly after the pixels)
-        return None
-    if fmt == "jpeg" and img.getexif().get(0x0112, 1) not in (1, None):
-        return None
+    arr = None
+    if fmt == "png" and png and "chunks" in png:
+        if "eXIf" in png["chunks"]:  # a rotation Pillow would apply (possibly after the pixels)
+            return None
+        arr = _png_fast(fh, png)
+    if arr is None:
+        fh.seek(0)
+        data = fh.read()
+        if fmt == "png" and b"eXIf" in data:  # (no chunk walk at hand)
+            return None
+        if fmt == "jpeg" and img.getexif().get(0x0112, 1) not in (1, None):
+            return None
     factor, flag = 1, cv2.IMREAD_UNCHANGED
     if fmt == "jpeg" and reduce_to:
         width, height = img.size
         factor = next((k for k in (8, 4, 2) if min(width, height) // k >= reduce_to), 1)
         if factor > 1:
             flag = _CV2_REDUCED[factor, img.mode == "L"]
-    if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
-        # a damaged file goes on to Pillow, which names the problem; OpenCV's own warning would be noise
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if arr is None:
+        if cv2.utils.logging.getLogLevel() > cv2.utils.logging.LOG_LEVEL_ERROR:
+            # a damaged file goes on to Pillow, which names the problem; OpenCV's own warning would be noise
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        arr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     dtype, channels = expected
     if arr is None or arr.dtype != dtype or (arr.shape[2] if arr.ndim == 3 else 1) != channels:
         return None
@@ -398,6 +412,21 @@ def _cv2_decode(fh: BinaryIO, img: Image.Image, fmt: str,
     unit = (arr if arr.ndim == 2 else arr[..., 2::-1]).astype(np.float32)  # BGR(A) -> RGB
     unit /= 65535.0 if dtype == np.uint16 else 255.0  # in place: the same values as Pillow's path
     return _to_grey(unit), factor, _chroma(unit)
+
+
+def _png_fast(fh: BinaryIO, png: dict[str, Any]) -> np.ndarray | None:
+    """``decode_png`` on the chunk walk's IHDR and IDAT; a damaged stream raises ``CorruptImage`` in the
+    words ``check_png`` uses for it (zlib's, the same as where libpng decodes), else in png_fast's."""
+    try:
+        return decode_png(png["ihdr"], png["idat"])
+    except CorruptImage:
+        try:
+            check_png(fh)
+        except CorruptImage as named:
+            raise named from None
+        finally:
+            fh.seek(0)
+        raise
 
 
 def _choose_pil_frame(img: Image.Image, fmt: str, frame: int | None, name: str | Path) -> None:

@@ -48,17 +48,18 @@ class CorruptImage(Exception):
         self.reason = reason
 
 
-def check_file(fh: BinaryIO, head: bytes, *, max_pixels: int | None = None, inflate: bool = True
-               ) -> dict[str, Any]:
+def check_file(fh: BinaryIO, head: bytes, *, max_pixels: int | None = None, inflate: bool = True,
+               keep: bool = False) -> dict[str, Any]:
     """Check a PNG or JPEG (judged from ``head``, the first bytes); other formats pass through.
 
     Reads ``fh`` from the start and leaves it at the start. Raises ``CorruptImage``. A PNG whose
     header declares more than ``max_pixels`` is not inflated (the reader refuses it by its header);
-    ``inflate=False`` checks a PNG's chunks and CRCs but not its zlib stream (see the module text).
+    ``inflate=False`` checks a PNG's chunks and CRCs but not its zlib stream (see the module text);
+    ``keep`` returns what the PNG chunk walk read (see ``check_png``).
     """
     try:
         if head.startswith(PNG_SIGNATURE):
-            return check_png(fh, max_pixels=max_pixels, inflate=inflate)
+            return check_png(fh, max_pixels=max_pixels, inflate=inflate, keep=keep)
         if head.startswith(JPEG_SOI):
             return check_jpeg(fh)
         return {}
@@ -69,9 +70,12 @@ def check_file(fh: BinaryIO, head: bytes, *, max_pixels: int | None = None, infl
 # ----------------------------------------------------------------------------- PNG
 
 
-def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = True) -> dict[str, Any]:
+def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = True, keep: bool = False
+              ) -> dict[str, Any]:
     """Verify a PNG's chunks, CRCs and (``inflate``) image data; returns {'frames': n} (APNG: its frame
-    count). Stops after IHDR (returning {'too_large': True}) when it declares more than ``max_pixels``."""
+    count). Stops after IHDR (returning {'too_large': True}) when it declares more than ``max_pixels``.
+    ``keep`` adds what the walk read, for a decoder (``osteopano.io.png_fast``): 'ihdr' (its body),
+    'idat' (the IDAT bodies in order) and 'chunks' (the set of chunk types)."""
     fh.seek(0)
     if fh.read(8) != PNG_SIGNATURE:
         raise CorruptImage("not a PNG signature")
@@ -81,6 +85,7 @@ def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = Tr
     frames = 1
     index = 0
     seen_idat = idat_done = False
+    ihdr, idat, types = b"", [], set()
     while True:
         header = fh.read(8)
         if len(header) < 8:
@@ -98,7 +103,9 @@ def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = Tr
             raise CorruptImage(f"truncated PNG: the file ends inside its {name} chunk")
         if zlib.crc32(data, zlib.crc32(ctype)) != struct.unpack(">I", crc)[0]:
             raise CorruptImage(f"corrupt PNG: CRC mismatch in the {name} chunk (damaged data)")
+        types.add(name)
         if ctype == b"IHDR":
+            ihdr = data
             expected = _png_data_size(data)
             if max_pixels is not None and len(data) >= 8:
                 width, height = struct.unpack(">II", data[:8])
@@ -110,6 +117,8 @@ def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = Tr
             if idat_done:
                 raise CorruptImage("corrupt PNG: image data (IDAT) chunks are not consecutive")
             seen_idat = True
+            if keep:
+                idat.append(data)
             if inflate:
                 inflated += _inflate(inflater, data)
         elif seen_idat:
@@ -119,8 +128,11 @@ def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = Tr
         index += 1
     if not seen_idat:
         raise CorruptImage("corrupt PNG: no image data (IDAT) chunk")
+    found: dict[str, Any] = {"frames": frames}
+    if keep:
+        found.update(ihdr=ihdr, idat=idat, chunks=frozenset(types))
     if not inflate:
-        return {"frames": frames}
+        return found
     try:
         inflated += len(inflater.flush())
     except zlib.error as exc:
@@ -129,7 +141,7 @@ def check_png(fh: BinaryIO, *, max_pixels: int | None = None, inflate: bool = Tr
         raise CorruptImage("truncated PNG image data: the compressed stream is incomplete")
     if expected is not None and inflated != expected:
         raise CorruptImage(f"corrupt PNG image data: {inflated} bytes where IHDR implies {expected}")
-    return {"frames": frames}
+    return found
 
 
 def _inflate(inflater: Any, data: bytes) -> int:
