@@ -158,6 +158,29 @@ def test_a_damaged_stream_with_fixed_crc_is_named_when_pillow_decodes(tmp_path):
         read_image(tmp_path / "p.png")
 
 
+# ----------------------------------------------------------------------------- what png_fast catches
+
+
+@pytest.mark.parametrize("source", ["opencv-phantom", "real"])
+def test_a_bad_adler32_met_after_the_last_row_is_refused(source):
+    """The case libpng lets through: IDAT data damaged with its chunk CRC recomputed, here the Adler-32
+    in an IDAT of its own, which libpng reads after the last row (a warning; it decodes). png_fast
+    inflates the stream to its end, so where it decodes (rows filtered None/Sub/Up, as OpenCV writes
+    them) the file is refused."""
+    if source == "real":
+        png = _real_png()
+    else:
+        ok, buf = cv2.imencode(".png", phantom_u8())
+        png = buf.tobytes()
+    idats = _idats(png)
+    stream = b"".join(png[pos + 8:pos + 8 + length] for pos, length in idats)
+    start, end = idats[0][0], idats[-1][0] + 12 + idats[-1][1]
+    bad_adler = bytes(b ^ 0xFF for b in stream[-4:])
+    data = png[:start] + _chunk(b"IDAT", stream[:-4]) + _chunk(b"IDAT", bad_adler) + png[end:]
+    assert _decoded_by_libpng(data)  # the premise: libpng alone would decode it
+    assert "corrupt PNG image data" in _reason(data) and "incorrect data check" in _reason(data)
+
+
 def test_an_intact_png_reads_the_same_pixels_as_pillow(png):
     image = read_image_bytes(png, "ok.png")
     with Image.open(io.BytesIO(png)) as img:

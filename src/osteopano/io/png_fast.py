@@ -121,14 +121,15 @@ def _inflate(isal_zlib: Any, stream: bytes, expected: int) -> bytes | None:
     elsewhere) for bytes after the end of the zlib stream, which libpng tolerates."""
     inflating = isal_zlib.decompressobj()
     try:
-        raw = inflating.decompress(stream, expected)
-        if not inflating.eof and inflating.unconsumed_tail:
-            if inflating.decompress(inflating.unconsumed_tail, 1):
-                raise CorruptImage(f"corrupt PNG image data: more than the {expected} bytes IHDR implies")
-        if not inflating.eof:
+        raw = inflating.decompress(stream, expected)  # bounded: never more than IHDR's size
+        if not inflating.eof and inflating.unconsumed_tail:  # the rest must end the stream, adding nothing
+            raw += inflating.decompress(inflating.unconsumed_tail, 1)
+        if not inflating.eof and not inflating.unconsumed_tail:  # all input read: what zlib still holds
             raw += inflating.flush()
     except isal_zlib.error as exc:
         raise CorruptImage(f"corrupt PNG image data: {exc}") from None
+    if len(raw) > expected:
+        raise CorruptImage(f"corrupt PNG image data: more than the {expected} bytes IHDR implies")
     if not inflating.eof:
         raise CorruptImage("truncated PNG image data: the compressed stream is incomplete")
     if len(raw) != expected:
