@@ -170,7 +170,7 @@ def test_a_bad_adler32_met_after_the_last_row_is_refused(source):
     if source == "real":
         png = _real_png()
     else:
-        ok, buf = cv2.imencode(".png", phantom_u8())
+        _, buf = cv2.imencode(".png", phantom_u8())
         png = buf.tobytes()
     idats = _idats(png)
     stream = b"".join(png[pos + 8:pos + 8 + length] for pos, length in idats)

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import osteopano.io.images as images
 from osteopano.errors import ImageReadError
+from osteopano.io import images
 from osteopano.io.integrity import CorruptImage, check_png
 from osteopano.io.png_fast import decode_png, unfilter
 
@@ -219,7 +219,7 @@ def test_interlaced_palette_and_low_bit_depth_pngs_fall_back():
 
 
 def test_pngs_without_isal_decode_by_libpng(monkeypatch):
-    ok, buf = cv2.imencode(".png", _image((30, 40)))
+    _, buf = cv2.imencode(".png", _image((30, 40)))
     data = buf.tobytes()
     monkeypatch.setitem(sys.modules, "isal", None)  # `import isal` now raises ImportError
     monkeypatch.setitem(sys.modules, "isal.isal_zlib", None)
