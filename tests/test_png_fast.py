@@ -19,7 +19,7 @@ from PIL import Image
 from osteopano.errors import ImageReadError
 from osteopano.io import images
 from osteopano.io.integrity import CorruptImage, check_png
-from osteopano.io.png_fast import decode_png, unfilter
+from osteopano.io.png_fast import decode_png, running_sums, unfilter
 
 REAL = Path(__file__).resolve().parents[1].parent / "shared" / "real-samples"
 NONE, SUB, UP, AVERAGE, PAETH = range(5)
@@ -190,6 +190,15 @@ def test_unfilter_handles_every_up_run_layout():
                 row = row + (expected[y - 1] if y else 0)
             expected[y] = row % 256
         assert np.array_equal(unfilter(data, kinds, 2), expected), kinds.tolist()
+
+
+@pytest.mark.parametrize("bpp", [1, 2, 3, 4, 6, 8])
+@pytest.mark.parametrize("pixels", [1, 2, 5, 64, 257])
+def test_running_sums_are_cumulative_sums_per_byte_lane(bpp, pixels):
+    data = np.random.default_rng(bpp * pixels).integers(0, 256, (7, pixels * bpp + 1), dtype=np.uint8)[:, 1:]
+    expected = np.cumsum(data.reshape(7, pixels, bpp), axis=1, dtype=np.uint8).reshape(7, -1)
+    got = running_sums(data, bpp)
+    assert got.flags.c_contiguous and np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize("kind", [AVERAGE, PAETH])
