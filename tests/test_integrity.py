@@ -1,6 +1,7 @@
 """PNG integrity with one inflate: what osteopano.io.integrity checks itself (chunk structure and CRCs,
-about 1 ms) and what it leaves to libpng (the zlib stream), on a real radiograph when ../shared is there
-and on a phantom always. Every damage below must end as an ImageReadError naming the problem."""
+about 1 ms) and what it leaves to the decoder (the zlib stream: osteopano.io.png_fast, else libpng), on
+a real radiograph when ../shared is there and on a phantom always. Every damage below must end as an
+ImageReadError naming the problem."""
 
 from __future__ import annotations
 

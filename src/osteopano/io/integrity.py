@@ -9,13 +9,17 @@ libjpeg. ``check_file`` reads the container itself:
   and valid, IDAT chunks consecutive, IEND present. With ``inflate=True`` (the default) also the zlib
   stream of the IDAT chunks, inflated to the end (its Adler-32 checked by zlib) and exactly the size
   IHDR implies; inflating is streamed in 1 MiB pieces, so a zip bomb costs time, not memory.
-  ``osteopano.io.images`` checks the chunks only (``inflate=False``, about 1 ms for a 2943 x 1435 PNG)
-  before libpng decodes (libpng inflates the stream anyway and refuses a stream that is cut short,
-  inflates to too little data or fails its check while the rows are read), and inflates here only
-  for the files Pillow decodes (which checks nothing) or libpng refused (to name the problem).
-  What that leaves to libpng alone: damaged IDAT data whose chunk CRC was recomputed over the damage
-  (so the chunk is "intact") and whose Adler-32 failure libpng only meets after the last row: libpng
-  treats that as a warning and decodes. The full inflate (``inflate=True``) catches it too.
+  ``osteopano.io.images`` checks the chunks only (``inflate=False``, about 1 ms for a 2943 x 1435 PNG,
+  with ``keep=True`` handing IHDR and the IDAT bodies on) and leaves the stream to its decoder:
+  ``osteopano.io.png_fast`` (non-interlaced 8/16-bit grey/RGB/RGBA whose rows use filters None, Sub or
+  Up - what OpenCV writes, and every real radiograph at hand) inflates it to the end, Adler-32 and
+  size checked, and refuses any damage; libpng (the other plain PNGs) refuses a stream that is cut
+  short, inflates to too little data or fails its check while the rows are read; this module inflates
+  it in full only for the files Pillow decodes (which checks nothing) and, to name the problem, where
+  a decoder refused one. What that leaves to libpng alone, for files png_fast leaves to it (Average or
+  Paeth rows, as Pillow and libpng's adaptive filtering write): damaged IDAT data whose chunk CRC was
+  recomputed over the damage (so the chunk is "intact") and whose Adler-32 failure libpng only meets
+  after the last row (a warning; it decodes). The full inflate (``inflate=True``) catches it too.
 * JPEG: the marker structure from SOI to EOI, entropy-coded data included; a file that ends before
   its end-of-image marker is truncated. (JPEG carries no checksum: damaged entropy data that keeps
   the structure intact is only caught when the decoder fails on it.)
