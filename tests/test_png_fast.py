@@ -174,6 +174,15 @@ def test_mixed_none_sub_up_rows_decode_identically(shape, dtype, seed):
     assert _same(_fast(data), _cv2(data))
 
 
+def test_ancillary_chunks_change_nothing():
+    """gAMA, sBIT, pHYs and tEXt are not applied to the pixels by libpng here either."""
+    arr = _image((26, 35), np.uint16, seed=9)
+    extra = (_chunk(b"gAMA", struct.pack(">I", 100_000)) + _chunk(b"sBIT", b"\x0c")
+             + _chunk(b"pHYs", struct.pack(">IIB", 10_000, 10_000, 1)) + _chunk(b"tEXt", b"Comment\0scan"))
+    data = _png(arr, [SUB] * 26, extra=extra)
+    assert _same(_fast(data), _cv2(data)) and np.array_equal(_fast(data), arr)
+
+
 def test_unfilter_handles_every_up_run_layout():
     """Up rows alone, in runs, at the top and at the bottom, against a row-by-row reference."""
     rng = np.random.default_rng(5)
