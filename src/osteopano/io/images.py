@@ -10,8 +10,8 @@ by OpenCV (``cv2.imdecode``, libpng; also when ``isal`` is not installed), a JPE
 everything else is decoded by Pillow. ``reduce_to`` lets a JPEG be decoded at 1/2, 1/4 or 1/8
 resolution by the JPEG library itself (DCT scaling) when the caller needs only that many pixels. The
 file's content decides how it is read (the DICOM ``DICM`` preamble, then Pillow); the extension only
-matters for files without a preamble named ``.dcm``/``.dicom`` and for the error message. Every failure is an ``ImageReadError`` naming the file and the reason, so a batch
-can record it and go on.
+matters for files without a preamble named ``.dcm``/``.dicom`` and for the error message. Every
+failure is an ``ImageReadError`` naming the file and the reason, so a batch can record it and go on.
 
 Intensity convention: 0 = black (air), 1 = white (bone). Integer images are scaled by the full
 range of their dtype (uint8 / 255, uint16 / 65535) so that values are comparable across files;

@@ -1,7 +1,8 @@
 """A faster decode for the common radiograph PNG: inflate with ISA-L, undo the row filters with numpy.
 
 Decoding a 2943 x 1435 8-bit grey PNG with libpng (``cv2.imdecode``), Pillow or libspng costs about
-36 ms of CPU, most of it inflating the zlib stream. ``decode_png`` inflates the image data (the IDAT
+32-36 ms of CPU, most of it inflating the zlib stream; this path about 14 ms
+(``benchmarks/decode_speed.py``). ``decode_png`` inflates the image data (the IDAT
 chunk bodies that ``osteopano.io.integrity.check_png`` collected on its chunk walk) with
 ``isal.isal_zlib`` (Intel ISA-L, about half zlib's time) and undoes the PNG row filters with numpy:
 a Sub row is a running sum along the row (per byte lane when a pixel has several bytes), an Up row a
@@ -16,8 +17,8 @@ palette, grey + alpha, bit depths below 8, or ``isal`` not installed - returns N
 decodes as before. The first rows are inflated alone first, so a file with Average/Paeth rows there
 falls back after a fraction of a millisecond rather than after a whole inflate.
 
-The stream is inflated to the end in one bounded call (never more than IHDR's size plus one byte, so a
-zip bomb costs no memory), its Adler-32 checked, and it must hold exactly height x (1 + row bytes)
+The stream is inflated to the end in one call bounded by IHDR's size (so a zip bomb costs no memory),
+its Adler-32 checked, and it must hold exactly height x (1 + row bytes)
 bytes; otherwise ``CorruptImage`` says what is wrong. Inflating (ISA-L) and the running sums (numpy)
 release the GIL, so decoding threads run in parallel.
 """
