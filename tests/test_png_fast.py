@@ -303,3 +303,20 @@ def test_bytes_after_the_stream_fall_back_to_libpng(monkeypatch):
     assert _fast(data) is None
     image, fell_back = _read(data, monkeypatch)
     assert fell_back and image.pixels.shape == (20, 30)
+
+
+def test_a_zip_bomb_is_refused_without_inflating_it_whole():
+    arr = _image((20, 30), seed=10)
+    bomb = zlib.compress(_rows(arr) + bytes(20_000_000), 9)  # 20 MB of zeros after the rows: ~20 kB
+    data = _png(arr, [SUB] * 20, stream=bomb)
+    with pytest.raises(CorruptImage, match="more than the 620 bytes IHDR implies"):
+        _fast(data)
+    with pytest.raises(ImageReadError, match=r"x\.png.*corrupt PNG image data"):
+        images.read_image_bytes(data, "x.png")
+
+
+def test_the_pixel_limit_is_applied_before_png_fast_decodes(monkeypatch):
+    _, buf = cv2.imencode(".png", _image((40, 50)))
+    monkeypatch.setattr(images, "decode_png", lambda *a: pytest.fail("decoded an image above the limit"))
+    with pytest.raises(ImageReadError, match="above the limit of 1000"):
+        images.read_image_bytes(buf.tobytes(), "big.png", max_pixels=1000)
