@@ -71,6 +71,11 @@ CORTEX_ABOVE_MM = (0.5, 2.5)  # a bone edge's cortex: this far above it brighter
 INNER_ABOVE_MM = (6.0, 10.0)  # ... the bone this far above it
 BAND_SNAP_MM = 2.0        # the re-searched path must lie this close to the band test's upper edge
 BAND_ROUNDS = 2           # bands below bands (the hyoid under the soft tissue): rejected in turn
+FRAME_LEVEL = 0.8         # a bright, even run up from the image's bottom (this bright, rank) is an
+FRAME_TOL = 0.06          # unexposed frame (within this of its bottom row): the picture ends at its top
+FRAME_SMOOTH_MM = 1.0
+FRAME_BONE = 0.5          # rank the strip right above the frame keeps throughout when bone runs into it
+FRAME_BONE_MM = 5.0       # ... that strip's height
 
 
 def anatomy_scale(shape: tuple[int, int]) -> float:
@@ -100,7 +105,15 @@ class Border:
         idx = np.nonzero(sel)[0]
         if direction < 0:
             idx = idx[::-1]
-        idx = idx[np.isfinite(self.ys[idx])]
+        finite = np.isfinite(self.ys[idx])
+        if idx.size and not finite[0]:
+            # The side starts below the picture (a chin cut off or hidden under a frame): its border
+            # starts where the path, back in the picture, first follows a clear edge again (not the
+            # climb out of the frame, which would read as the ramus).
+            clear = np.nonzero(finite & (self.support[idx] >= SUPPORT_MIN))[0]
+            idx = idx[clear[0]:] if clear.size else idx[:0]
+            finite = np.isfinite(self.ys[idx])
+        idx = idx[finite]
         if idx.size < 4:
             return None
         end = body_end(self.xs[idx], self.ys[idx], self.support[idx], self.nominal_mm)
@@ -143,6 +156,13 @@ def metal_mask(small: np.ndarray, work_mm: float) -> np.ndarray:
     (``CORTEX_LIKE_MM``: horizontal extent, mean thickness) with no compact bright region below
     it is that cortex and stays unmasked (a bridge lies above the crowns of the other jaw)."""
     bright = small >= METAL_LEVEL
+    if not bright.any():
+        return bright
+    lab, n = ndimage.label(bright)
+    # A bright region touching the image's edge is an unexposed collimation frame or a burned-in
+    # margin, not metal in the mouth; masking it (with its margin) would erase a border lying near it.
+    edge_ids = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    bright[np.isin(lab, edge_ids[edge_ids > 0])] = False
     if not bright.any():
         return bright
     lab, n = ndimage.label(bright)
@@ -420,6 +440,17 @@ def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray
     return path, chin
 
 
+def bottom_frame(small: np.ndarray, work_mm: float) -> np.ndarray:
+    """Per column, the first row of a bright, even frame along the image's bottom (the number of
+    rows where there is none): the bottom row (smoothed over ``FRAME_SMOOTH_MM``) is at least
+    ``FRAME_LEVEL`` bright and the rows above it stay within ``FRAME_TOL`` of it."""
+    sm = ndimage.gaussian_filter(small, FRAME_SMOOTH_MM / work_mm)
+    ref = sm[-1]
+    same = (np.abs(sm - ref[None, :]) <= FRAME_TOL) & (ref >= FRAME_LEVEL)[None, :]
+    run = np.cumprod(same[::-1], axis=0)
+    return small.shape[0] - run.sum(axis=0)
+
+
 def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border | None:
     """Trace the inferior border across a normalised radiograph (values 0..1; ``pixels`` rank
     normalised, ``linear`` the same image linearly normalised for texture, default ``pixels``)."""
@@ -440,10 +471,24 @@ def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border 
     sig = tuple(s / work_mm for s in EDGE_SIGMA_MM)
     edge = edge_map(small, sig, metal, r0, slice(c0, c1))[:, c0:c1]
     depth = np.linspace(0.0, DEPTH_BONUS, edge.shape[0])[:, None]
-    path, chin = u_path(edge + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
     n_rows = edge.shape[0]
-    path, chin = reject_bands(path, chin, small[r0:, c0:c1], lin[r0:, c0:c1], edge, depth, work_mm)
-    below = path >= n_rows
+    # A bright frame along the bottom (unexposed detector, a burned-in margin) is outside the
+    # picture: its rows count as "below the image", so a chin hidden by it does not force the path
+    # up onto the teeth to get round it.
+    top = bottom_frame(small, work_mm)[c0:c1]
+    frame = np.arange(n_rows)[:, None] >= (top - r0)[None, :]
+    edge[frame] = 0.0
+    # Where bone runs straight into the frame (no darker soft tissue between), the border is hidden
+    # under it: there the frame is as good as a clear edge at the bottom, so the path does not climb
+    # onto the teeth to get round it.
+    sm = ndimage.gaussian_filter(small[:, c0:c1], FRAME_SMOOTH_MM / work_mm)
+    above = _between(sm, top - round(FRAME_BONE_MM / work_mm), top - 1, np.min, 0.0)
+    hidden = (top < sh) & (above >= FRAME_BONE)
+    off = np.where(frame, np.where(hidden, 1.0, OFF_IMAGE_REWARD)[None, :] + DEPTH_BONUS - depth, 0.0)
+    path, chin = u_path(edge + depth * ~frame + off, OFF_IMAGE_REWARD + DEPTH_BONUS)
+    path, chin = reject_bands(path, chin, small[r0:, c0:c1], lin[r0:, c0:c1], edge, depth * ~frame + off,
+                              work_mm)
+    below = (path >= n_rows) | frame[np.minimum(path, n_rows - 1), np.arange(path.size)]
     support = np.where(below, 0.0, edge[np.minimum(path, n_rows - 1), np.arange(path.size)])
     y_small = (r0 + path).astype(float)
     y_small[below] = np.nan

@@ -218,7 +218,12 @@ def _midline(pixels: np.ndarray, nominal: float, border: cb.Border,
     """x of the midline at the border, and the symmetry axis when it is trusted."""
     finite = np.isfinite(border.ys)
     chin_x = border.chin_x
-    if finite.any():
+    hidden = _hidden_chin(border)
+    if hidden is not None:
+        # The path left the picture between the two sides (a chin cut off at the bottom or hidden
+        # under a frame): the chin is in the middle of that stretch.
+        chin_x = hidden
+    elif finite.any():
         # Centre of the lowest stretch of the traced border (the chin), robust to a flat bottom.
         y = np.where(finite, border.ys, -np.inf)
         low = y >= np.max(y) - 2.0 / nominal
@@ -236,6 +241,19 @@ def _midline(pixels: np.ndarray, nominal: float, border: cb.Border,
         # A clearly symmetric image whose traced U is off its axis: the trace is not the mandible.
         notes.append("traced border is off the image's symmetry axis (not a full panoramic view?)")
     return chin_x, None
+
+
+def _hidden_chin(border: cb.Border) -> float | None:
+    """Centre x of the stretch where the traced border runs below the picture with the border
+    traced on both sides of it: the one holding the path's chin, else the longest."""
+    lab, _ = ndimage.label(~np.isfinite(border.ys))
+    runs = [(sl[0].start, sl[0].stop) for sl in ndimage.find_objects(lab)]
+    runs = [(a, b) for a, b in runs if a > 0 and b < border.ys.size]  # not off the image's sides
+    if not runs:
+        return None
+    holding = [r for r in runs if border.xs[r[0]] <= border.chin_x <= border.xs[r[1] - 1]]
+    a, b = holding[0] if holding else max(runs, key=lambda r: r[1] - r[0])
+    return float(0.5 * (border.xs[a] + border.xs[b - 1]))
 
 
 def _distance(xy: np.ndarray, midline_x: float, mid: ct.Midline | None) -> np.ndarray:
