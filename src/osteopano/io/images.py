@@ -55,7 +55,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from osteopano.errors import ImageReadError
-from osteopano.io.files import atomic_path
+from osteopano.io.files import atomic_path, atomic_write_bytes
 from osteopano.io.integrity import (
     CorruptImage,
     check_file,
@@ -181,12 +181,15 @@ def from_array(pixels: np.ndarray, pixel_spacing_mm: float | None = None) -> Rad
 
 
 def write_png16(path: str | Path, pixels_uint16: np.ndarray) -> None:
-    """Write a 16-bit greyscale PNG atomically."""
+    """Write a 16-bit greyscale PNG atomically, every row Sub-filtered: ``png_fast`` decodes such a
+    file without libpng (adaptive filters would choose Average/Paeth rows it leaves to libpng)."""
     arr = np.asarray(pixels_uint16)
     if arr.ndim != 2 or arr.dtype != np.uint16:
         raise ValueError(f"write_png16 needs a 2-D uint16 array, got {arr.dtype} {arr.shape}")
-    with atomic_path(path) as tmp:
-        Image.fromarray(arr).save(tmp, format="PNG")
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_SUB])
+    if not ok:
+        raise ValueError(f"{path}: the PNG encoder refused the image")
+    atomic_write_bytes(path, buf.tobytes())
 
 
 def write_dicom(
