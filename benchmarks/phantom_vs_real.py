@@ -49,13 +49,32 @@ def edge_ratio(img: np.ndarray, border_y: np.ndarray, cols: list[int], mm: float
     return float(np.median(out)) if out else None
 
 
+LEVEL_WINDOWS_MM = {"bone 6-10 above": (-10, -6), "cortex 0.5-1.5 above": (-1.5, -0.5),
+                    "tissue 1-3 below": (1, 3), "tissue 8-12 below": (8, 12)}
+
+
+def levels(img: np.ndarray, border_y: np.ndarray, cols: list[int], mm: float) -> np.ndarray | None:
+    """Median over ``cols`` of the intensity in each of ``LEVEL_WINDOWS_MM`` (mm from the border, + = below),
+    as a fraction of the image's 1st-99th percentile range."""
+    sm = cv2.GaussianBlur(img, (0, 0), max(0.3 / mm, 1.0))
+    lo, hi = np.percentile(img, [1, 99])
+    out = []
+    for c in cols:
+        y = int(round(border_y[c]))
+        if y - int(10 / mm) < 0 or y + int(12 / mm) >= img.shape[0]:
+            continue
+        out.append([(sm[y + int(a / mm):y + int(b / mm), c].mean() - lo) / max(hi - lo, 1e-9)
+                    for a, b in LEVEL_WINDOWS_MM.values()])
+    return np.median(out, axis=0) if out else None
+
+
 def _body_cols(x0: float, x1: float, stride: int) -> list[int]:
     wd, mid = x1 - x0, 0.5 * (x0 + x1)
     return [c for c in range(int(x0 + 0.15 * wd), int(x1 - 0.15 * wd), stride) if abs(c - mid) > 0.05 * wd]
 
 
-def real_ratios() -> list[float]:
-    out = []
+def real_ratios() -> tuple[list[float], list[np.ndarray]]:
+    out, lv = [], []
     for f in sorted((SHARED / "images").glob("*.png")):
         mask = cv2.imread(str(SHARED / "mandible-expert1" / f.name), cv2.IMREAD_GRAYSCALE)
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
@@ -66,14 +85,17 @@ def real_ratios() -> list[float]:
         low = np.where(has, m.shape[0] - 1 - np.argmax(m[::-1], 0), -1).astype(float)
         xs = np.nonzero(has)[0]
         cols = [c for c in _body_cols(xs.min(), xs.max(), 15) if has[c]]
-        r = edge_ratio(img.astype(np.float32) / 255, low, cols, 0.1)
+        img = img.astype(np.float32) / 255
+        r, v = edge_ratio(img, low, cols, 0.1), levels(img, low, cols, 0.1)
         if r is not None:
             out.append(r)
-    return out
+        if v is not None:
+            lv.append(v)
+    return out, lv
 
 
-def phantom_ratios(n: int, seed: int) -> list[float]:
-    out = []
+def phantom_ratios(n: int, seed: int) -> tuple[list[float], list[np.ndarray]]:
+    out, lv = [], []
     with tempfile.TemporaryDirectory(prefix="osteopano-pvr-") as tmp:
         root = Path(tmp)
         phantom.generate(root, n, seed, width=1600, progress=False)
@@ -84,10 +106,13 @@ def phantom_ratios(n: int, seed: int) -> list[float]:
             img = (img - img.min()) / max(float(np.ptp(img)), 1e-9)
             b = phantom.decode_polyline(row["border_px"])
             ey = np.interp(np.arange(img.shape[1]), b[:, 0], b[:, 1])
-            r = edge_ratio(img, ey, _body_cols(b[:, 0].min(), b[:, 0].max(), 8), float(row["pixel_spacing_mm"]))
+            cols, mm = _body_cols(b[:, 0].min(), b[:, 0].max(), 8), float(row["pixel_spacing_mm"])
+            r, v = edge_ratio(img, ey, cols, mm), levels(img, ey, cols, mm)
             if r is not None:
                 out.append(r)
-    return out
+            if v is not None:
+                lv.append(v)
+    return out, lv
 
 
 def main() -> None:
@@ -95,16 +120,21 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--seed", type=int, default=2026)
     args = ap.parse_args()
-    print("submandibular edge / border step, per image (median over the body's columns)")
-    print(f"{'images':28s} {'n':>4s} {'p10':>6s} {'p50':>6s} {'p90':>6s} {'max':>6s}")
     rows = [("real abdi-dev", real_ratios() if SHARED.is_dir() else None),
             (f"SYNTHETIC phantom (seed {args.seed})", phantom_ratios(args.n, args.seed))]
+    print("submandibular edge / border step, per image (median over the body's columns)")
+    print(f"{'images':28s} {'n':>4s} {'p10':>6s} {'p50':>6s} {'p90':>6s} {'max':>6s}")
     for name, v in rows:
         if v is None:
             print(f"{name:28s} skipped: {SHARED} is not there")
             continue
-        p = np.percentile(v, [10, 50, 90, 100])
-        print(f"{name:28s} {len(v):4d} " + " ".join(f"{x:6.2f}" for x in p))
+        p = np.percentile(v[0], [10, 50, 90, 100])
+        print(f"{name:28s} {len(v[0]):4d} " + " ".join(f"{x:6.2f}" for x in p))
+    print("\nintensity around the border, fraction of the image's p1-p99 range (median over images)")
+    print(f"{'images':28s} " + " ".join(f"{k:>21s}" for k in LEVEL_WINDOWS_MM))
+    for name, v in rows:
+        if v is not None and v[1]:
+            print(f"{name:28s} " + " ".join(f"{x:21.3f}" for x in np.median(np.array(v[1]), axis=0)))
 
 
 if __name__ == "__main__":
