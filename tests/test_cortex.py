@@ -350,10 +350,11 @@ def test_cli_nothing_readable_is_an_error(tmp_path):
 
 
 def test_chin_hidden_under_a_bright_frame_is_traced_on_both_sides():
-    """Real DC1000 images have a bright unexposed frame along the bottom; a low chin can run into it.
-    The trace then counts the frame as outside the picture and follows the border up both sides,
-    instead of climbing over the teeth to get round the hidden chin."""
-    for seed in (3, 11):
+    """Real DC1000 images have a bright unexposed frame along the bottom; a low chin can run into it,
+    or off the image's bottom edge. The trace then counts the frame (or the bottom edge) as outside
+    the picture and follows the border up both sides, instead of climbing over the teeth to get
+    round the hidden chin."""
+    for seed in (3, 5, 11):
         ph = phantom.render(seed, width=1100, distractors=Distractors.none())
         img = ph.pixels.astype(np.float32)
         img = (img - img.min()) / np.ptp(img)
@@ -361,9 +362,12 @@ def test_chin_hidden_under_a_bright_frame_is_traced_on_both_sides():
         chin_y = float(ph.border_px[:, 1].max())
         top = int(round(chin_y - 2.5 / mm))  # the frame hides the lowest 2.5 mm of the chin
         rng = np.random.default_rng(seed)
-        img[top:] = 0.97 + 0.01 * rng.standard_normal((img.shape[0] - top, img.shape[1]))
-        m = measure(from_array(np.clip(img, 0, 1)), pixel_spacing_mm=mm)
-        for s in m.sides():
-            assert s.located, (seed, s.side, s.reason)
-            d = np.min(np.hypot(*(ph.border_px - np.asarray(s.site_xy)).T)) * mm
-            assert d <= 2.0, (seed, s.side, d)
+        framed = img.copy()
+        framed[top:] = 0.97 + 0.01 * rng.standard_normal((img.shape[0] - top, img.shape[1]))
+        cases = [("frame", framed)] + [(f"cut {cut} mm", img[: int(round(chin_y - cut / mm))]) for cut in (5, 8)]
+        for kind, picture in cases:
+            m = measure(from_array(np.clip(picture, 0, 1)), pixel_spacing_mm=mm)
+            for s in m.sides():
+                assert s.located, (seed, kind, s.side, s.reason)
+                d = np.min(np.hypot(*(ph.border_px - np.asarray(s.site_xy)).T)) * mm
+                assert d <= 2.0, (seed, kind, s.side, d)

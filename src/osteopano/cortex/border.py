@@ -296,7 +296,7 @@ def soft_band_columns(small: np.ndarray, lin: np.ndarray, edge: np.ndarray, rows
     return cond, upper
 
 
-def u_path(reward: np.ndarray, off_reward: float) -> tuple[np.ndarray, int]:
+def u_path(reward: np.ndarray, off_reward: float | np.ndarray) -> tuple[np.ndarray, int]:
     """Two-state max-reward path over the columns of ``reward`` (rows x cols) plus a virtual
     bottom row: state 0 (before the chin) may move down freely and up only at a cost, state 1
     (after it) the reverse; the switch 0 -> 1 is free and happens once. Returns the row per
@@ -389,7 +389,8 @@ def _cortex_signal(small: np.ndarray, rows: np.ndarray, cols: np.ndarray, work_m
 
 
 def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray, edge: np.ndarray,
-                 depth: np.ndarray, work_mm: float) -> tuple[np.ndarray, int]:
+                 depth: np.ndarray, work_mm: float, below_row: np.ndarray | float = OFF_IMAGE_REWARD + DEPTH_BONUS
+                 ) -> tuple[np.ndarray, int]:
     """Move the path off the lower edge of soft-tissue bands (``soft_band_columns``) onto the bone.
 
     A band counts only over continuous runs of at least ``BAND_RUN_MM`` of border, on both sides
@@ -422,7 +423,7 @@ def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray
         trial = edge.copy()
         rows = np.arange(n_rows)[:, None]
         trial[(rows >= upper[None, :] + near) & (rows <= path[None, :] + near) & band[None, :]] = 0.0
-        new, new_chin = u_path(trial + depth, OFF_IMAGE_REWARD + DEPTH_BONUS)
+        new, new_chin = u_path(trial + depth, below_row)
         on_bone = np.abs(new[band] - upper[band]) <= snap
         support = np.where(path < n_rows, edge[np.minimum(path, n_rows - 1), cols], 0.0)
         new_support = np.where(new < n_rows, trial[np.minimum(new, n_rows - 1), cols], 0.0)
@@ -483,11 +484,13 @@ def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border 
     # onto the teeth to get round it.
     sm = ndimage.gaussian_filter(small[:, c0:c1], FRAME_SMOOTH_MM / work_mm)
     above = _between(sm, top - round(FRAME_BONE_MM / work_mm), top - 1, np.min, 0.0)
-    hidden = (top < sh) & (above >= FRAME_BONE)
+    # (with no frame, the same where bone runs into the image's bottom edge: a chin cut off there)
+    hidden = above >= FRAME_BONE
     off = np.where(frame, np.where(hidden, 1.0, OFF_IMAGE_REWARD)[None, :] + DEPTH_BONUS - depth, 0.0)
-    path, chin = u_path(edge + depth * ~frame + off, OFF_IMAGE_REWARD + DEPTH_BONUS)
+    below_row = np.where(hidden, 1.0, OFF_IMAGE_REWARD) + DEPTH_BONUS
+    path, chin = u_path(edge + depth * ~frame + off, below_row)
     path, chin = reject_bands(path, chin, small[r0:, c0:c1], lin[r0:, c0:c1], edge, depth * ~frame + off,
-                              work_mm)
+                              work_mm, below_row)
     below = (path >= n_rows) | frame[np.minimum(path, n_rows - 1), np.arange(path.size)]
     support = np.where(below, 0.0, edge[np.minimum(path, n_rows - 1), np.arange(path.size)])
     y_small = (r0 + path).astype(float)
