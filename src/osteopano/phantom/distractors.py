@@ -274,7 +274,7 @@ def _neck_soft_tissue(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> Non
     drop = rng.uniform(4, 15) * (1 - 0.7 * (np.abs(xs) / xs.max()) ** 3)
     wav = rng.uniform(0.5, 3) * np.sin(xs / rng.uniform(15, 40) + rng.uniform(0, 6))
     lower = b + np.maximum(drop + wav, 1.0)
-    val = rng.uniform(0.02, 0.2)
+    val = rng.uniform(0.008, 0.08)
     # on the anatomy raster itself (unblurred): a third of the tissue fades in gradually from 25 mm
     # above the border (no edge over the bone), the rest starts exactly at the border (one step
     # with the border's own); both end at the tissue's lower edge; it fades out at its ends
@@ -293,7 +293,7 @@ def _neck_soft_tissue(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> Non
 
 def _spine_ghost(g: _Grids, anat: Anatomy, rng: np.random.Generator) -> None:
     w = rng.uniform(14, 21)
-    g.ell(g.broad, 0, 62, w, 55, rng.uniform(0.08, 0.18))
+    g.ell(g.broad, 0, 62, w, 55, rng.uniform(0.16, 0.36))  # bright over the chin, as on real OPGs
     off = rng.uniform(6, 12)
     for sx in (-1, 1):  # double contour: anterior and posterior edges of the vertebral ghosts
         for d in (0, off):

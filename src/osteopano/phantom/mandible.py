@@ -22,6 +22,8 @@ from osteopano.phantom.raster import (
 EROSION_SPAN = 1.9  # latent erosion above 0.25 over which the signs grow to full strength
 SITE_CLEAR_MM = 1.5  # lacunae, residues and pores stay this far (along x) from the sites
 ENDOSTEAL_RAMP = (0.25, 0.6, 1.2)  # the cortex fades into trabecular bone over 0.25 x width (0.6-1.2 mm), centred on it
+BASE_RADIUS_MM = (4.0, 6.0)  # the basal border's rounding in cross-section (see draw_mandible)
+BASE_FLAT = 0.2  # share of the body's bucco-lingual path already crossed at the border (its flat underside)
 
 
 def erosion_strength(erosion: float, expression: float) -> float:
@@ -45,7 +47,7 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     maxilla = smoothstep((up - ym) / 3.0) * smoothstep((ym - (up - 28 * k)) / 10.0)
     maxilla *= smoothstep((84 * k - np.abs(xs)) / 10.0)
     tex_max = np.exp(-((bandpass_noise(rng, half, 0.25 / mm, 1.25 / mm) / 0.4) ** 2))
-    att[m0:m1] += maxilla * (0.1 + 0.05 * resize(tex_max, raster.shape)[m0:m1])
+    att[m0:m1] += maxilla * (0.07 + 0.035 * resize(tex_max, raster.shape)[m0:m1])
 
     jitter = rng.normal(0, 1.5, (2, 2)) * k
     mand = np.zeros(raster.shape, np.float32)
@@ -90,7 +92,8 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
 
     # trabeculae = zero-crossing network of band-passed noise; thinner/sparser when osteoporotic
     t_lat = patient.tscore + rng.normal(0, 0.5)
-    trab_level = float(np.clip(0.2 + 0.014 * t_lat, 0.14, 0.23))
+    # attenuations are relative to teeth (enamel ~0.7) and skull: the body is mid-dark on a real OPG
+    trab_level = float(np.clip(0.14 + 0.01 * t_lat, 0.1, 0.16))
     thick = float(np.clip(0.42 + 0.05 * t_lat, 0.2, 0.5))
     tex = resize(np.exp(-((bandpass_noise(rng, half, 0.22 / mm, 1.0 / mm) / thick) ** 2)), raster.shape)
     ramus = smoothstep((ax - (gxc - 24 * k)) / 8)[None, :]
@@ -106,9 +109,8 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     c0, c1 = int(np.searchsorted(ys, crest.min())), int(np.searchsorted(ys, crest.max() + 6 * k))
     crest_fade = np.where(np.arange(raster.shape[0]) < c0, 0.55, 1.0).astype(np.float32)[:, None] * fill
     crest_fade[c0:c1] = (0.55 + 0.45 * smoothstep((ys[c0:c1, None] - crest) / (6 * k))) * fill[c0:c1]
-    att += crest_fade * ((trab_level - 0.02 * ramus) * (0.8 + 0.2 * inner) + 0.08 * tex * inner)
-    # the thick basal bone of the body is denser in projection: brighter toward the border
-    att[r0:r1] += 0.04 * fill[r0:r1] * in_body * smoothstep((18 - d) / 10)
+    pre = att[r0:r1].copy()  # the border rows before the bone: see the rounded base below
+    att += crest_fade * ((trab_level - 0.014 * ramus) * (0.8 + 0.2 * inner) + 0.056 * tex * inner)
 
     # thin generic cortex on the rest of the outline (ramus, condyle, crest)
     edge = cv2.distanceTransform((mand > 0.5).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE) * mm
@@ -117,7 +119,7 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     rim[:c1] *= 1 - smoothstep((74 * k - ax) / 4) * smoothstep((crest + 5 - ys[:c1, None]) / 2)
     rim[r0:r1] *= 1 - in_body * smoothstep((6 - d) / 2)
     rim[r1:] *= 1 - in_body
-    att += 0.08 * rim
+    att += 0.05 * rim
 
     # inferior-border cortex; border-aligned noise (streaks along the border) for pores/residues
     map_u = np.broadcast_to(((xs + 130) / 0.5).astype(np.float32), d.shape)
@@ -127,7 +129,7 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     along = np.zeros_like(xs)  # the cortex is not equally dense all along the border
     for _ in range(3):
         along += rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * xs / rng.uniform(35, 90) + rng.uniform(0, 2 * np.pi))
-    cortex_density = (0.25 - 0.05 * s) * (1 + along)
+    cortex_density = (0.18 - 0.036 * s) * (1 + along)
     porous = float(smoothstep((s - 0.3) / 0.45))
     bn2 = cv2.remap(bandpass_noise(rng, bn_shape, 0.8, 2.5), map_u, map_v, cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REFLECT)  # fmt: skip
@@ -143,7 +145,18 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
                    borderMode=cv2.BORDER_REFLECT)  # fmt: skip
     zone = smoothstep((d - w_eff - 0.2) / 0.3) * (1 - smoothstep((d - w_eff - 2.4 * s - 0.8) / 1.5))
     resid = smoothstep((bn - (1.5 - 0.7 * s)) / 0.5) * zone * (env2 * in_body)
-    sub += 0.1 * (0.4 + 0.6 * s) * smoothstep(s / 0.1) * resid * mand[r0:r1]
+    sub += 0.07 * (0.4 + 0.6 * s) * smoothstep(s / 0.1) * resid * mand[r0:r1]
+
+    # the rounded base: the body's cross-section is a rounded rectangle below (flat underside, corners
+    # of radius BASE_RADIUS_MM), so the beam's path through the bone, cortex and all, shortens toward
+    # the periosteal edge: the bone steps up at the border (BASE_FLAT), then rises gradually over 4-6 mm
+    # (the corners' chords), as in real OPGs' median profile (benchmarks/phantom_vs_real.py); the drawn
+    # cortex (mask, MCW truth: periosteal edge to endosteal margin) is unchanged
+    rr = float(rng.uniform(*BASE_RADIUS_MM))
+    t_ = np.clip(d / rr, 0, 1)
+    chord = BASE_FLAT + (1 - BASE_FLAT) * np.sqrt(t_ * (2 - t_))
+    proj = 1 - in_body[None, :] * (1 - chord)
+    att[r0:r1] = pre + (att[r0:r1] - pre) * proj
 
     # mental foramina (small dark ovals above the sites) and mandibular canals
     for side in (-1, 1):

@@ -16,6 +16,7 @@ from osteopano.phantom.raster import Raster, poly
 WIDTHS = {1: [5.8, 6.2, 7.5, 7.8, 8.0, 12.0, 11.5, 11.0], -1: [8.5, 7.5, 8.2, 7.8, 7.5, 11.0, 10.5, 10.0]}
 MAGNIFICATION = 1.22  # a panoramic machine magnifies the teeth by about 1.15-1.3 (widths above are anatomical)
 ROOT_CLEAR_MM = 17.0  # lower root apices end at least this far above the inferior border
+TOOTH_GAIN = 1.25  # teeth (enamel, dentin, roots) attenuate far more than the mandible's bone: the brightest of an OPG
 METAL = 1.4  # attenuation added by metal: saturates the detector whatever the exposure
 
 
@@ -107,7 +108,7 @@ def teeth_layer(raster: Raster, anat: Anatomy, dent: Dentition,
                 elif state == "pontic":
                     draw.pontic()
     sigma = 0.12 / raster.mm
-    return cv2.GaussianBlur(canvas, (0, 0), sigma), cover, metal
+    return TOOTH_GAIN * cv2.GaussianBlur(canvas, (0, 0), sigma), cover, metal
 
 
 def _round(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
