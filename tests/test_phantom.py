@@ -227,8 +227,10 @@ def test_dicom_carries_the_manifest_spacing_and_is_deterministic(tmp_path):
 
 
 def _profile_width(img: np.ndarray, site: np.ndarray, normal: np.ndarray, spacing: float) -> float:
-    """Width (mm) of the bright cortical band along the normal from the site, from the half-maximum
-    crossings of a smoothed profile averaged over five parallel lines (+-0.4 mm)."""
+    """Width (mm) of the bright cortical band along the normal from the site, on a smoothed profile
+    averaged over five parallel lines (+-0.4 mm): from the periosteal edge (the steepest rise within
+    1.5 mm of the site: the rounded base makes the bone rise steeply there, then gradually, so the
+    outer half-maximum lies inside the bone) to the endosteal half-maximum crossing."""
     step = 0.05
     t = np.arange(-3, 9, step)
     tangent = np.array([-normal[1], normal[0]])
@@ -247,25 +249,32 @@ def _profile_width(img: np.ndarray, site: np.ndarray, normal: np.ndarray, spacin
                 return t[i] + (level - p[i]) / (p[i + 1] - p[i]) * step
         raise AssertionError("no half-maximum crossing")
 
-    outer = crossing((outside + p[peak_i]) / 2, range(peak_i - 1, 0, -1))
+    grad = np.gradient(p, step)
+    near = np.nonzero(np.abs(t) <= 1.5)[0]
+    outer = float(t[near[np.argmax(grad[near])]])
     inner = crossing((inside + p[peak_i]) / 2, range(peak_i, len(t) - 1))
     return inner - outer
 
 
 def test_manifest_mcw_is_visible_in_the_pixels():
-    errors = []
-    for seed in range(20):
-        ph = phantom.render(seed, width=1000)
+    """A plain profile reading recovers the manifest's MCW. Since the rounded basal border (issue 11)
+    the band is not flat-topped: the bone steps up at the border, then rises over 4-6 mm, so this
+    simple reading runs ~0.15-0.2 mm narrow (the tracer does better: benchmarks/measure_accuracy.py);
+    at width 1000 (0.3 mm/px) it was too coarse for the new profile, hence 1600."""
+    measured, truth = [], []
+    for seed in range(12):
+        ph = phantom.render(seed, width=1600)
         tr = ph.truth
         img = ph.pixels.astype(np.float32) / 65535
         for side in ("left", "right"):
             site = np.array([tr[f"site_{side}_x"], tr[f"site_{side}_y"]])
             normal = np.array([tr[f"normal_{side}_x"], tr[f"normal_{side}_y"]])
-            measured = _profile_width(img, site, normal, tr["pixel_spacing_mm"])
-            errors.append(measured - tr[f"mcw_{side}_mm"])
-    # overlapping soft tissue and hyoid shift a plain half-maximum reading a little
-    errors = np.abs(errors)
-    assert np.median(errors) < 0.1 and np.percentile(errors, 90) < 0.25 and errors.max() < 0.45, np.round(errors, 3)
+            measured.append(_profile_width(img, site, normal, tr["pixel_spacing_mm"]))
+            truth.append(tr[f"mcw_{side}_mm"])
+    measured, truth = np.array(measured), np.array(truth)
+    errors = np.abs(measured - truth)
+    assert np.median(errors) < 0.3 and np.percentile(errors, 90) < 0.5 and errors.max() < 0.9, np.round(errors, 3)
+    assert np.corrcoef(measured, truth)[0, 1] > 0.9, np.round(np.stack([measured, truth]), 2)
 
 
 def test_render_is_reproducible_and_second_image_keeps_the_anatomy_truth():
@@ -348,3 +357,30 @@ def test_submandibular_tissue_edge_is_weaker_than_the_border_as_on_real_opgs():
     ratios = np.array([r for r in ratios if r is not None])
     assert ratios.size >= 6
     assert np.median(ratios) < 0.35 and ratios.max() < 0.95, np.round(ratios, 2)
+
+
+def test_border_levels_are_those_of_a_real_opg():
+    """Around the inferior border a real OPG's mandible is mid-dark among teeth, skull and spine, the
+    cortex right at the border is no brighter than the bone 6-10 mm up, and the border step is faint
+    (abdi-dev medians, fraction of the p1-p99 range: bone 0.31, cortex 0.23, tissue below 0.09 / 0.06;
+    benchmarks/phantom_vs_real.py). The phantom's used to be 0.54 / 0.61 / 0.19 / 0.12."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "phantom_vs_real.py"
+    spec = importlib.util.spec_from_file_location("phantom_vs_real", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    levels = []
+    for seed in range(10):
+        ph = phantom.render(seed, width=1000)
+        img = ph.pixels.astype(np.float32)
+        img = (img - img.min()) / max(float(np.ptp(img)), 1e-9)
+        b = ph.border_px
+        ey = np.interp(np.arange(img.shape[1]), b[:, 0], b[:, 1])
+        v = bench.levels(img, ey, bench._body_cols(b[:, 0].min(), b[:, 0].max(), 6), ph.pixel_spacing_mm)
+        if v is not None:
+            levels.append(v)
+    assert len(levels) >= 7
+    bone, cortex, near, far = np.median(levels, axis=0)
+    assert 0.2 < bone < 0.42 and cortex < bone and 0.05 < cortex - near < 0.3 and near < 0.14 and far < near, (
+        np.round([bone, cortex, near, far], 3))
