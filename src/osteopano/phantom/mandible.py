@@ -19,7 +19,7 @@ from osteopano.phantom.raster import (
     stroke,
 )
 
-EROSION_SPAN = 1.9  # latent erosion above 0.25 over which the signs grow to full strength
+EROSION_SPAN = 1.3  # latent erosion above 0.25 over which the signs grow to full strength
 SITE_CLEAR_MM = 1.5  # lacunae, residues and pores stay this far (along x) from the sites
 ENDOSTEAL_RAMP = (0.25, 0.6, 1.2)  # the cortex fades into trabecular bone over 0.25 x width (0.6-1.2 mm), centred on it
 BASE_RADIUS_MM = (4.0, 6.0)  # the basal border's rounding in cross-section (see draw_mandible)
