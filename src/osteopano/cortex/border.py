@@ -76,6 +76,7 @@ FRAME_TOL = 0.06          # unexposed frame (within this of its bottom row): the
 FRAME_SMOOTH_MM = 1.0
 FRAME_BONE = 0.5          # rank the strip right above the frame keeps throughout when bone runs into it
 FRAME_BONE_MM = 5.0       # ... that strip's height
+FRAME_BONE_RUN_MM = 10.0  # ... over this width at least
 
 
 def anatomy_scale(shape: tuple[int, int]) -> float:
@@ -485,7 +486,8 @@ def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border 
     sm = ndimage.gaussian_filter(small[:, c0:c1], FRAME_SMOOTH_MM / work_mm)
     above = _between(sm, top - round(FRAME_BONE_MM / work_mm), top - 1, np.min, 0.0)
     # (with no frame, the same where bone runs into the image's bottom edge: a chin cut off there)
-    hidden = above >= FRAME_BONE
+    # (in runs of at least FRAME_BONE_RUN_MM: a chin, not a few bright columns of noise)
+    hidden = _runs(above >= FRAME_BONE, max(1, round(FRAME_BONE_RUN_MM / work_mm)))
     off = np.where(frame, np.where(hidden, 1.0, OFF_IMAGE_REWARD)[None, :] + DEPTH_BONUS - depth, 0.0)
     below_row = np.where(hidden, 1.0, OFF_IMAGE_REWARD) + DEPTH_BONUS
     path, chin = u_path(edge + depth * ~frame + off, below_row)
