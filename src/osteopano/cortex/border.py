@@ -442,15 +442,15 @@ def reject_bands(path: np.ndarray, chin: int, small: np.ndarray, lin: np.ndarray
     return path, chin
 
 
-def bottom_frame(small: np.ndarray, work_mm: float) -> np.ndarray:
+def bottom_frame(smoothed: np.ndarray) -> np.ndarray:
     """Per column, the first row of a bright, even frame along the image's bottom (the number of
-    rows where there is none): the bottom row (smoothed over ``FRAME_SMOOTH_MM``) is at least
-    ``FRAME_LEVEL`` bright and the rows above it stay within ``FRAME_TOL`` of it."""
-    sm = ndimage.gaussian_filter(small, FRAME_SMOOTH_MM / work_mm)
-    ref = sm[-1]
-    same = (np.abs(sm - ref[None, :]) <= FRAME_TOL) & (ref >= FRAME_LEVEL)[None, :]
+    rows where there is none): in ``smoothed`` (the working image smoothed over ``FRAME_SMOOTH_MM``)
+    the bottom row is at least ``FRAME_LEVEL`` bright and the rows above it stay within ``FRAME_TOL``
+    of it."""
+    ref = smoothed[-1]
+    same = (np.abs(smoothed - ref[None, :]) <= FRAME_TOL) & (ref >= FRAME_LEVEL)[None, :]
     run = np.cumprod(same[::-1], axis=0)
-    return small.shape[0] - run.sum(axis=0)
+    return smoothed.shape[0] - run.sum(axis=0)
 
 
 def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border | None:
@@ -475,21 +475,18 @@ def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border 
     depth = np.linspace(0.0, DEPTH_BONUS, edge.shape[0])[:, None]
     n_rows = edge.shape[0]
     # A bright frame along the bottom (unexposed detector, a burned-in margin) is outside the
-    # picture: its rows count as "below the image", so a chin hidden by it does not force the path
-    # up onto the teeth to get round it.
-    top = bottom_frame(small, work_mm)[c0:c1]
+    # picture: its rows count as "below the image". Where bone runs straight into the frame or the
+    # image's bottom edge (no darker soft tissue between, along FRAME_BONE_RUN_MM at least: a chin,
+    # not a few bright columns of noise), the chin is hidden there, and being below the picture pays
+    # like a clear edge, so the path does not climb onto the teeth to get round it.
+    smoothed = ndimage.gaussian_filter(small, FRAME_SMOOTH_MM / work_mm)
+    top = bottom_frame(smoothed)[c0:c1]
     frame = np.arange(n_rows)[:, None] >= (top - r0)[None, :]
     edge[frame] = 0.0
-    # Where bone runs straight into the frame (no darker soft tissue between), the border is hidden
-    # under it: there the frame is as good as a clear edge at the bottom, so the path does not climb
-    # onto the teeth to get round it.
-    sm = ndimage.gaussian_filter(small[:, c0:c1], FRAME_SMOOTH_MM / work_mm)
-    above = _between(sm, top - round(FRAME_BONE_MM / work_mm), top - 1, np.min, 0.0)
-    # (with no frame, the same where bone runs into the image's bottom edge: a chin cut off there)
-    # (in runs of at least FRAME_BONE_RUN_MM: a chin, not a few bright columns of noise)
+    above = _between(smoothed[:, c0:c1], top - round(FRAME_BONE_MM / work_mm), top - 1, np.min, 0.0)
     hidden = _runs(above >= FRAME_BONE, max(1, round(FRAME_BONE_RUN_MM / work_mm)))
-    off = np.where(frame, np.where(hidden, 1.0, OFF_IMAGE_REWARD)[None, :] + DEPTH_BONUS - depth, 0.0)
     below_row = np.where(hidden, 1.0, OFF_IMAGE_REWARD) + DEPTH_BONUS
+    off = np.where(frame, below_row[None, :] - depth, 0.0)
     path, chin = u_path(edge + depth * ~frame + off, below_row)
     path, chin = reject_bands(path, chin, small[r0:, c0:c1], lin[r0:, c0:c1], edge, depth * ~frame + off,
                               work_mm, below_row)
