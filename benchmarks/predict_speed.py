@@ -88,12 +88,14 @@ def _ray_worker(args: argparse.Namespace) -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     paths = [Path(p) for p in Path(args.images).read_text().split("\n") if p]
     with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
         predict_ray(args.model, paths[: args.batch_size], Path(tmp) / "warm.csv", batch_size=args.batch_size)
+        warm = time.perf_counter() - start
         start = time.perf_counter()
         counts = predict_ray(args.model, paths, Path(args.rows or Path(tmp) / "rows.csv"), batch_size=args.batch_size)
         seconds = time.perf_counter() - start
     print(json.dumps({"engine": "ray", "n": len(paths), "seconds": seconds, "errors": counts["errors"],
-                      "peak_rss_mb": _peak_rss_mb()}))
+                      "warm_up_seconds": warm, "peak_rss_mb": _peak_rss_mb()}))
 
 
 def _json_child(cmd: list[str], what: str) -> dict:
@@ -248,6 +250,10 @@ def main() -> None:
         ratio = best["ray (local)"]["rate"] / best["onnx"]["rate"]
         print(f"Ray Data on a local {os.cpu_count()}-CPU Ray: {ratio:.0%} of the onnx engine's images/s "
               f"(pipeline and actor start-up included); rows identical to the onnx engine's: {same_rows}")
+        if best["ray (local)"].get("warm_up_seconds") is not None:
+            print(f"  its fixed cost: the warm-up run of one batch of {args.batch_size} took "
+                  f"{best['ray (local)']['warm_up_seconds']:.1f} s (Ray starts the actors' processes per run), "
+                  "so the share grows with the number of images")
     print(json.dumps({"images": described, "load_average": load, "ray_rows_identical": same_rows,
                       "engines": {k: {"images_per_s": round(v["rate"], 2), "peak_rss_mb": peaks.get(k)}
                                   | ({"cpu_ms_per_image": round(1000 * v["cpu_seconds"] / v["n"], 1)}
