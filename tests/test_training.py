@@ -210,3 +210,32 @@ def test_unlabelled_samples_are_dropped_and_counted(tmp_path) -> None:
     assert lab.dropped == 1 and len(lab.samples) == 11 and lab.classes == ["normal", "osteoporosis"]
     with pytest.raises(DataError, match="positive class"):
         label_samples(discover(manifest), "label", {}, "sick")
+
+
+def test_wide_depthwise_convolutions_train_in_fp32_under_bf16_and_nothing_else_changes() -> None:
+    from osteopano.model.networks import create_model
+    from osteopano.train.tensors import fp32_wide_depthwise
+
+    model = create_model("efficientnet_lite0", weights="none").eval()
+    keys = list(model.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = model(x)
+    assert fp32_wide_depthwise(model, "fp32") == 0
+    wide = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.kernel_size[0] >= 5]
+    assert fp32_wide_depthwise(model, "bf16") == len(wide) > 0
+    assert fp32_wide_depthwise(model, "bf16") == 0  # once only
+    assert list(model.state_dict()) == keys
+    with torch.no_grad():
+        assert torch.equal(model(x), before)  # in fp32 the forward is the same function
+    seen = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, name=name: seen.__setitem__(name, o.dtype))
+             for name, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    for h in hooks:
+        h.remove()
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Conv2d):
+            wide_dw = m.groups > 1 and m.kernel_size[0] >= 5
+            assert seen[name] == (torch.float32 if wide_dw else torch.bfloat16), name

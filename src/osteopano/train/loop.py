@@ -59,7 +59,7 @@ from osteopano.prepare.roi import RoiSpec
 from osteopano.prepare.spec import ModelSpec, Threshold
 from osteopano.train.evaluate import mcw_baselines, synthetic_note
 from osteopano.train.inputs import _progress, load_planes
-from osteopano.train.tensors import autocast, predict_logits, resolve_precision, to_network
+from osteopano.train.tensors import autocast, fp32_wide_depthwise, predict_logits, resolve_precision, to_network
 
 HISTORY_COLUMNS = ("epoch", "seconds", "loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -247,6 +247,7 @@ def train_run(cfg: RunConfig | None, out: str | Path, *, resume: bool = False, w
     model = create_model(cfg.backbone, len(data["classes"]), cfg.weights, cfg.dropout, cfg.hidden,
                          n_covariates=data["covariates"].shape[1])
     model = model.to(memory_format=torch.channels_last)
+    fp32_wide_depthwise(model, cfg.precision_used)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     loader_rng = torch.Generator().manual_seed(cfg.seed)
