@@ -226,7 +226,8 @@ def test_dicom_carries_the_manifest_spacing_and_is_deterministic(tmp_path):
         assert img.patient_id == r["patient_id"]
 
 
-def _profile_width(img: np.ndarray, site: np.ndarray, normal: np.ndarray, spacing: float) -> float:
+def _profile_width(img: np.ndarray, site: np.ndarray, normal: np.ndarray, spacing: float,
+                   step_only: bool = False) -> float:
     """Width (mm) of the bright cortical band along the normal from the site, on a smoothed profile
     averaged over five parallel lines (+-0.4 mm): from the periosteal edge (the steepest rise within
     1.5 mm of the site: the rounded base makes the bone rise steeply there, then gradually, so the
@@ -249,6 +250,8 @@ def _profile_width(img: np.ndarray, site: np.ndarray, normal: np.ndarray, spacin
                 return t[i] + (level - p[i]) / (p[i + 1] - p[i]) * step
         raise AssertionError("no half-maximum crossing")
 
+    if step_only:  # the endosteal step: the band's peak over the trabecular bone, over the border's rise
+        return float((p[peak_i] - inside) / max(p[peak_i] - outside, 1e-9))
     grad = np.gradient(p, step)
     near = np.nonzero(np.abs(t) <= 1.5)[0]
     outer = float(t[near[np.argmax(grad[near])]])
@@ -260,11 +263,18 @@ def test_manifest_mcw_is_visible_in_the_pixels():
     """A plain profile reading recovers the manifest's MCW. Since the rounded basal border (issue 11)
     the band is not flat-topped: the bone steps up at the border, then rises over 4-6 mm, so this
     simple reading runs ~0.15-0.2 mm narrow (the tracer does better: benchmarks/measure_accuracy.py);
-    at width 1000 (0.3 mm/px) it was too coarse for the new profile, hence 1600."""
+    at width 1000 (0.3 mm/px) it was too coarse for the new profile, hence 1600. Only on patients
+    whose cortex stands out (``cortex_visibility`` >= 0.8; where it hardly does, a half-maximum
+    reading has nothing to hold on to, as on many real OPGs: the next test) and is not heavily eroded
+    (erosion grade < 2: the residues beyond the margin of a C3 cortex carry a plain reading inwards)."""
     measured, truth = [], []
-    for seed in range(12):
+    for seed in range(60):
         ph = phantom.render(seed, width=1600)
         tr = ph.truth
+        if tr["cortex_visibility"] < 0.8 or tr["erosion_grade"] >= 2.0:
+            continue
+        if len(truth) >= 24:
+            break
         img = ph.pixels.astype(np.float32) / 65535
         for side in ("left", "right"):
             site = np.array([tr[f"site_{side}_x"], tr[f"site_{side}_y"]])
@@ -275,6 +285,25 @@ def test_manifest_mcw_is_visible_in_the_pixels():
     errors = np.abs(measured - truth)
     assert np.median(errors) < 0.3 and np.percentile(errors, 90) < 0.5 and errors.max() < 0.9, np.round(errors, 3)
     assert np.corrcoef(measured, truth)[0, 1] > 0.9, np.round(np.stack([measured, truth]), 2)
+
+
+def test_cortex_visibility_varies_between_patients_and_sets_the_endosteal_step():
+    """Issue 11: on many real OPGs the profile up from the border only rises to a plateau (the old
+    tracer's band reading found no endosteal drop on 28 % of real abdi-dev profiles, 11 % of the
+    phantom's before this factor, 25 % after). The factor spreads between patients, and the drawn
+    endosteal step follows it."""
+    vis, steps = [], []
+    for seed in range(16):
+        ph = phantom.render(seed, width=1200)
+        tr = ph.truth
+        img = ph.pixels.astype(np.float32) / 65535
+        site = np.array([tr["site_left_x"], tr["site_left_y"]])
+        normal = np.array([tr["normal_left_x"], tr["normal_left_y"]])
+        vis.append(tr["cortex_visibility"])
+        steps.append(_profile_width(img, site, normal, tr["pixel_spacing_mm"], step_only=True))
+    vis = np.array(vis)
+    assert vis.min() < 0.6 and vis.max() > 1.1, vis
+    assert np.corrcoef(vis, steps)[0, 1] > 0.5, np.round(np.stack([vis, steps]), 2)
 
 
 def test_render_is_reproducible_and_second_image_keeps_the_anatomy_truth():

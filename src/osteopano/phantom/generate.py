@@ -68,7 +68,7 @@ BASE_COLUMNS = (
 TRUTH_COLUMNS = (
     "klemetti_true", "erosion_grade", "klemetti_grader", "foramen_left_x", "foramen_left_y",
     "foramen_right_x", "foramen_right_y", "dentition", "teeth_count", "metal_count", "burned_in",
-    "distractors", "border_px",
+    "distractors", "border_px", "cortex_visibility",
 )  # fmt: skip
 MANIFEST_COLUMNS = BASE_COLUMNS + TRUTH_COLUMNS + tuple(f"acq_{k}" for k in ACQ_KEYS)
 
@@ -203,6 +203,7 @@ def render(
         "dentition": scene.dentition.kind, "teeth_count": scene.dentition.count(),
         "metal_count": scene.dentition.metal_count(), "burned_in": written,
         "distractors": describe(scene.present), "border_px": encode_polyline(coarse),
+        "cortex_visibility": patient.cortex_visibility,
     })  # fmt: skip
     for key in ACQ_KEYS:
         truth[f"acq_{key}"] = round(float(acquisition.get(key, 0.0)), 5)

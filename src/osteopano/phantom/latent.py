@@ -47,6 +47,14 @@ def klemetti_class(erosion: float) -> str:
     return "C1" if erosion < KLEMETTI_CUTS[0] else "C2" if erosion < KLEMETTI_CUTS[1] else "C3"
 
 
+# How much the basal cortex stands out from the bone above it differs between patients (the buccal and
+# lingual cortical plates over the trabecular bone, the cortex's own mineral): on many real OPGs the
+# profile up from the border only rises to a plateau, with no drop at the endosteal margin. A
+# log-normal factor on the cortex's density, mean and sd of its log, clipped (docs/phantom.md).
+VISIBILITY_LOG = (-0.1, 0.45)
+VISIBILITY_RANGE = (0.3, 1.6)
+
+
 @dataclass
 class Patient:
     """Ground truth and fixed anatomy of one synthetic patient."""
@@ -62,6 +70,7 @@ class Patient:
     anatomy_seed: np.random.SeedSequence
     scale: float = 1.0
     grader: int = 0
+    cortex_visibility: float = 1.0  # how much the basal cortex stands out from the bone above (x the mean)
 
     @property
     def label(self) -> str:
@@ -98,4 +107,5 @@ def sample_patient(seq: np.random.SeedSequence, patient_id: str, grader: GraderM
         anatomy_seed=anatomy_seq,
         scale=float(rng.uniform(0.94, 1.06)),
         grader=g,
+        cortex_visibility=round(float(np.clip(np.exp(rng.normal(*VISIBILITY_LOG)), *VISIBILITY_RANGE)), 3),
     )

@@ -129,7 +129,8 @@ def draw_mandible(att: np.ndarray, raster: Raster, anat: Anatomy, patient: Patie
     along = np.zeros_like(xs)  # the cortex is not equally dense all along the border
     for _ in range(3):
         along += rng.uniform(0.02, 0.05) * np.sin(2 * np.pi * xs / rng.uniform(35, 90) + rng.uniform(0, 2 * np.pi))
-    cortex_density = (0.18 - 0.036 * s) * (1 + along)
+    # x the patient's cortex visibility (latent.VISIBILITY_LOG): on some the cortex hardly stands out
+    cortex_density = (0.18 - 0.036 * s) * (1 + along) * patient.cortex_visibility
     porous = float(smoothstep((s - 0.3) / 0.45))
     bn2 = cv2.remap(bandpass_noise(rng, bn_shape, 0.8, 2.5), map_u, map_v, cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_REFLECT)  # fmt: skip
