@@ -103,6 +103,7 @@ def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dic
     by_path = {r["path"]: r for r in results}
     out: dict[str, object] = {"both_on_border": 0, "n": len(rows), "seconds": 0.0, "ok": 0, "ok_off": 0}
     per = {s: {"located": 0, "on_border": 0, "err": [], "site": []} for s in ("right", "left")}
+    signed: list[tuple[float, float, str]] = []  # (cortex visibility, measured - true MCW, side quality)
     for row in rows:
         res = by_path[row["path"]]
         out["seconds"] += res["seconds"]
@@ -126,6 +127,8 @@ def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dic
                 per[side]["site"].append(float(np.hypot(*(xy - true_xy))) * spacing)
                 if s["mcw_mm"] is not None:
                     per[side]["err"].append(abs(s["mcw_mm"] - float(row[f"mcw_{side}_mm"])))
+                    signed.append((float(row.get("cortex_visibility") or "nan"),
+                                   s["mcw_mm"] - float(row[f"mcw_{side}_mm"]), str(s.get("quality"))))
             per[side]["on_border"] += on
             ok_both &= on
         out["both_on_border"] += ok_both
@@ -133,7 +136,31 @@ def score(rows: list[dict[str, str]], results: list[dict], tol_mm: float) -> dic
             out["ok"] += 1
             out["ok_off"] += off
     out["sides"] = per
+    out["signed"] = signed
     return out
+
+
+VISIBILITY_BANDS = ((0.0, 0.6, "faint (< 0.6)"), (0.6, 1.2, "0.6-1.2"), (1.2, 9.0, "bright (>= 1.2)"))
+
+
+def _by_visibility(console: Console, sc: dict) -> None:
+    """MCW error of the measured sides by the phantom's cortex visibility (manifests that have it)."""
+    rows = [r for r in sc["signed"] if np.isfinite(r[0])]
+    if not rows:
+        return
+    t = Table(title="MCW error (measured - true) by the phantom's cortex_visibility, measured sides")
+    for col in ("cortex visibility", "sides", "median |err| mm", "p95 |err| mm", "> 0.5 mm: wide / narrow",
+                "of them quality ok"):  # fmt: skip
+        t.add_column(col, justify="right")
+    for lo, hi, name in VISIBILITY_BANDS:
+        band = [r for r in rows if lo <= r[0] < hi]
+        if not band:
+            continue
+        e = np.array([r[1] for r in band])
+        big = [r for r in band if abs(r[1]) > 0.5]
+        t.add_row(name, str(len(band)), f"{np.median(np.abs(e)):.3f}", f"{np.percentile(np.abs(e), 95):.3f}",
+                  f"{sum(r[1] > 0 for r in big)} / {sum(r[1] < 0 for r in big)}", str(sum(r[2] == "ok" for r in big)))
+    console.print(t)
 
 
 def _table(console: Console, title: str, sc: dict, tol: float) -> None:
@@ -195,6 +222,8 @@ def main() -> None:
             scores[name] = sc = score(rows, results, args.border_tol_mm)
             _table(console, f"MCW on {len(rows)} SYNTHETIC phantoms (seed {args.seed}, width {args.width}): "
                    f"tracer {name} ({Path(module).parent})", sc, args.border_tol_mm)  # fmt: skip
+            if name == "current":
+                _by_visibility(console, sc)
     cur = scores["current"]
     ok = cur["median_err"] <= 0.2 and cur["p95_err"] <= 0.5 and all(
         cur["sides"][s]["located"] == cur["n"] for s in ("right", "left"))
