@@ -290,7 +290,7 @@ def test_manifest_mcw_is_visible_in_the_pixels():
 def test_cortex_visibility_varies_between_patients_and_sets_the_endosteal_step():
     """Issue 11: on many real OPGs the profile up from the border only rises to a plateau (the old
     tracer's band reading found no endosteal drop on 28 % of real abdi-dev profiles, 11 % of the
-    phantom's before this factor, 25 % after). The factor spreads between patients, and the drawn
+    phantom's before this factor, 22 % after). The factor spreads between patients, and the drawn
     endosteal step follows it."""
     vis, steps = [], []
     for seed in range(16):

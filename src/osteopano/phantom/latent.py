@@ -51,7 +51,7 @@ def klemetti_class(erosion: float) -> str:
 # lingual cortical plates over the trabecular bone, the cortex's own mineral): on many real OPGs the
 # profile up from the border only rises to a plateau, with no drop at the endosteal margin. A
 # log-normal factor on the cortex's density, mean and sd of its log, clipped (docs/phantom.md).
-VISIBILITY_LOG = (-0.1, 0.45)
+VISIBILITY_LOG = (-0.1, 0.3)
 VISIBILITY_RANGE = (0.3, 1.6)
 
 
