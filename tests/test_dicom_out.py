@@ -148,7 +148,7 @@ def test_dciodvfy_reports_no_errors(screened, tmp_path):
 
 def test_unknown_spacing_reports_pixels(phantoms, tmp_path):
     source = pydicom.dcmread(phantoms[1])
-    del source.PixelSpacing
+    del source.PixelSpacing, source.ImagerPixelSpacing  # the phantom writes both (a DX instance)
     outcome = screen_dataset(source)
     assert outcome.measurement.pixel_spacing_mm is None
     sr = dicom_out.build_sr(source, outcome.measurement)

@@ -206,7 +206,9 @@ def write_dicom(
 
     ``pixel_spacing_mm`` fills PixelSpacing (None leaves it out, e.g. to test ImagerPixelSpacing
     given through ``extra_tags``). ``extra_tags`` are set by DICOM keyword (``BitsStored=12``,
-    ``RescaleSlope=2``, ``WindowCenter=...``). No PatientName is written. ``uid_seed`` derives
+    ``RescaleSlope=2``, ``WindowCenter=...``). PatientName and the other type-2 patient and study
+    attributes are written empty, the DX image attributes with neutral values (identity rescale, no
+    VOI window: dciodvfy still asks for one in a "For Presentation" image). ``uid_seed`` derives
     the study/series/instance UIDs from that text instead of drawing random ones, so the same
     seed writes byte-identical files (the phantom uses it).
     """
@@ -236,6 +238,26 @@ def write_dicom(
         ds.PixelSpacing = [float(pixel_spacing_mm), float(pixel_spacing_mm)]
     bits_stored = int(extra_tags.pop("BitsStored", 16))
     ds.set_pixel_data(arr, photometric, bits_stored, generate_instance_uid=False)
+    # the rest of a DX "For Presentation" instance (dciodvfy clean); extra_tags override any of them
+    for keyword in ("PatientName", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+                    "AccessionNumber", "ReferringPhysicianName", "Manufacturer"):
+        setattr(ds, keyword, "")  # type 2: present, empty (no name, no date: nothing identifying)
+    ds.SeriesNumber, ds.InstanceNumber = 1, 1
+    ds.PatientOrientation = ["L", "F"]  # an OPG viewed from the front: columns run to the patient's left
+    ds.AnatomicRegionSequence = []
+    ds.ImageLaterality = "B"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PixelIntensityRelationship = "LIN"
+    ds.PixelIntensityRelationshipSign = 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "US"
+    ds.PresentationLUTShape = "IDENTITY" if photometric == "MONOCHROME2" else "INVERSE"
+    ds.LossyImageCompression = "00"
+    ds.BurnedInAnnotation = "NO"
+    ds.DetectorType = ""
+    ds.AcquisitionContextSequence = []
+    if pixel_spacing_mm is not None:
+        ds.ImagerPixelSpacing = [float(pixel_spacing_mm), float(pixel_spacing_mm)]
     for keyword, value in extra_tags.items():
         setattr(ds, keyword, value)
     with atomic_path(path) as tmp:

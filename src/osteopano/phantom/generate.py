@@ -315,7 +315,8 @@ def _write_dicom(path: Path, ph: PhantomImage, seed: int, stem: str) -> None:
     from osteopano.io.images import write_dicom
 
     write_dicom(path, ph.pixels, ph.truth["pixel_spacing_mm"], patient_id=ph.truth["patient_id"],
-                uid_seed=f"osteopano-phantom-{seed}-{stem}")  # fmt: skip
+                uid_seed=f"osteopano-phantom-{seed}-{stem}",
+                BurnedInAnnotation="YES" if ph.truth.get("burned_in") else "NO")  # fmt: skip
 
 
 def generate(
