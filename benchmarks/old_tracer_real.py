@@ -48,11 +48,11 @@ import osteopano.cortex as oc
 import osteopano.cortex_trace as ct
 from osteopano.imageio import read_image
 from osteopano.cortex_trace import (EDGE_MAX_STEP_MM, EDGE_PENALTY, PROFILE_STEP_MM, OUTER_SEARCH_MM, MIN_WIDTH_MM,
-                                    MAX_WIDTH_MM, INNER_DECAY_MM, dp_path, _crossing)
+                                    MAX_WIDTH_MM, INNER_DECAY_MM, dp_path)
 reasons = Counter()
 original = ct.read_band
 
-def counting(prof, t):  # the old read_band's tests, in its order, counted
+def counting(prof, t):  # the old read_band's edge paths and tests again (it returns no reasons), counted
     band = original(prof, t)
     n, step = prof.shape[0], t[1] - t[0]
     d = np.gradient(prof, step, axis=1)

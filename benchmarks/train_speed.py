@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from osteopano.model.networks import create_model
-from osteopano.train.tensors import fp32_wide_depthwise, resolve_precision
+from osteopano.train.tensors import autocast, fp32_wide_depthwise, resolve_precision
 
 BACKBONES = ("efficientnet_lite0", "mobilenetv3_large_100")
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def images_per_second(backbone: str, precision: str, steps: int, batch: int, siz
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(precision):
             loss = torch.nn.functional.cross_entropy(model(x).float(), y)
         loss.backward()
         opt.step()

@@ -36,6 +36,7 @@ import numpy as np
 from osteopano.errors import DataError
 
 TASK_IMAGES = 16  # images per prepare block: small enough that the last blocks spread over the actors
+STEP_CPUS = 1  # what the prepare step and each actor ask for: equal, so that Ray Data fuses the two
 IN_FLIGHT = 2  # blocks queued per actor: one at work, one waiting (1 left actors idle between blocks,
                # the default 4 queued a small job's every block on the first actor that was ready)
 
@@ -137,15 +138,15 @@ def predict_ray(model: str | Path, inputs: Iterable[str | Path], out: str | Path
     n_actors = actors or cpus
     spacings = manifest_spacings(plan.todo)
     items = [{"path": str(p), "manifest_spacing": spacings.get(p.resolve(), np.nan)} for p in plan.todo]
-    # a prepare task takes TASK_IMAGES images at least: Ray's cost per task is then small beside the work
+    # blocks of TASK_IMAGES images (at least one scoring batch), enough of them to keep every actor busy
     task_images = max(batch_size, TASK_IMAGES)
     ds = ray.data.from_items(items, override_num_blocks=max(1, -(-len(items) // task_images)))
     ds = ds.map_batches(_prepare_batch, fn_kwargs={
         "spec": screener.spec.to_dict(), "model_id": screener.model_id, "threshold": screener.threshold,
         "gate": gate, "pixel_spacing_mm": pixel_spacing_mm, "covariates": covariates},
-        batch_size=task_images, batch_format="numpy", num_cpus=1)
+        batch_size=task_images, batch_format="numpy", num_cpus=STEP_CPUS)
     ds = ds.map_batches(_Score, fn_constructor_args=(str(model.resolve()),), batch_size=batch_size,
-                        batch_format="numpy", num_cpus=1,
+                        batch_format="numpy", num_cpus=STEP_CPUS,
                         compute=ray.data.ActorPoolStrategy(size=n_actors, max_tasks_in_flight_per_actor=IN_FLIGHT))
     with RowWriter(out, screener.columns(), resume=resume, drop=plan.retried) as writer:
         for batch in ds.iter_batches(batch_size=batch_size, batch_format="numpy"):
