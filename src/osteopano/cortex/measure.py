@@ -44,8 +44,9 @@ POROSITY_REF = 0.15              # porosity counted as full erosion
 KLEMETTI_CUTS = (0.3, 0.68)      # erosion score -> C1 | C2 | C3 (experimental, set on the phantom)
 PLAUSIBLE_MM = (1.0, 8.0)        # widths (anatomical mm) outside are implausible for an adult mandible
 SPACING_RATIO = (0.6, 1.65)      # a given spacing this far from the anatomical scale is implausible
-MIDLINE_AGREE_MM = 25.0          # the symmetry axis is used when this close to the traced chin
-MIDLINE_MIN_SCORE = 0.35
+MIDLINE_AGREE_MM = 25.0          # a symmetry axis further than this from the traced chin is flagged
+MIDLINE_MIN_SCORE = 0.35         # the symmetry axis is the midline when its mirror score reaches this
+FULL_VIEW_ASPECT = 1.8           # width / height of a full panoramic field at least (the real ones: 1.9-2.7)
 SYMMETRIC_SCORE = 0.5            # mirror correlation above which the image counts as a symmetric full view
 CHIN_EDGE_MM = 12.0              # a chin this close to the image's side means the image shows one side only
 INNER_STEP_LIMIT = 2.0           # a step inside the band this many times the outer edge's: 'low'
@@ -235,12 +236,21 @@ def _midline(pixels: np.ndarray, nominal: float, border: cb.Border,
     mid = ct.find_midline(pixels, nominal)
     y_chin = float(np.nanmax(border.ys)) if finite.any() else pixels.shape[0] * 0.9
     x_sym = mid.x0 + np.tan(mid.tilt_rad) * (y_chin - mid.y0)
-    if mid.score >= MIDLINE_MIN_SCORE and abs(x_sym - chin_x) * nominal <= MIDLINE_AGREE_MM:
+    if mid.score < MIDLINE_MIN_SCORE:
+        return chin_x, None
+    if abs(x_sym - chin_x) * nominal <= MIDLINE_AGREE_MM:
         return float(x_sym), mid
+    # The traced chin is far off the symmetry axis. On a full panoramic field a tilted head moves the
+    # lowest point of the flat chin far to one side (on the phantom and on the real abdi-dev images the
+    # axis lay nearer the mandible's centre than the traced chin on all but one of the images where the
+    # two disagreed), so the sites are placed from the axis. A narrower picture is a crop, whose centre
+    # (where the axis is searched) need not be the face's: there the traced chin is kept.
+    full_view = pixels.shape[1] >= FULL_VIEW_ASPECT * pixels.shape[0]
     if mid.score >= SYMMETRIC_SCORE:
-        # A clearly symmetric image whose traced U is off its axis: the trace is not the mandible.
-        notes.append("traced border is off the image's symmetry axis (not a full panoramic view?)")
-    return chin_x, None
+        # A clearly symmetric image whose traced U is off its axis: a tilted head, or the trace is
+        # not the mandible.
+        notes.append("traced border is off the image's symmetry axis (head tilted, or not a full panoramic view?)")
+    return (float(x_sym), mid) if full_view else (chin_x, None)
 
 
 def _hidden_chin(border: cb.Border) -> float | None:
