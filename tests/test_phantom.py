@@ -413,3 +413,23 @@ def test_border_levels_are_those_of_a_real_opg():
     bone, cortex, near, far = np.median(levels, axis=0)
     assert 0.2 < bone < 0.42 and cortex < bone and 0.05 < cortex - near < 0.3 and near < 0.14 and far < near, (
         np.round([bone, cortex, near, far], 3))
+
+
+def test_site_visible_says_whether_the_cortex_at_the_site_is_in_the_picture():
+    """``site_*_visible`` is 1 when the site's cortex (1 mm below the border to 1 mm above the
+    endosteal margin) lies in the exposed picture, 0 under the collimation frame or off the image:
+    the benchmark expects no width there. A jaw moved down until the sites leave the image reads 0
+    on both sides; the same jaw in the field reads 1; the frame alone, once wide enough to reach the
+    sites, hides them too."""
+    base = phantom.render(4, width=600, distractors=Distractors.none())
+    acq = {k[4:]: v for k, v in base.truth.items() if k.startswith("acq_")}
+    assert (base.truth["site_left_visible"], base.truth["site_right_visible"]) == (1, 1)
+    mm = base.pixel_spacing_mm
+    lowest = max(base.truth["site_left_y"], base.truth["site_right_y"])
+    below = (base.pixels.shape[0] - lowest) * mm  # how far the sites lie above the image's bottom, in mm
+    moved = phantom.render(4, width=600, distractors=Distractors.none(),
+                           acquisition={**acq, "shift_y_mm": acq["shift_y_mm"] + below + 3.0})
+    assert (moved.truth["site_left_visible"], moved.truth["site_right_visible"]) == (0, 0)
+    framed = phantom.render(4, width=600, distractors=Distractors.none(),
+                            acquisition={**acq, "frame_mm": 3.0 * below})
+    assert (framed.truth["site_left_visible"], framed.truth["site_right_visible"]) == (0, 0)

@@ -74,9 +74,15 @@ BAND_ROUNDS = 2           # bands below bands (the hyoid under the soft tissue):
 FRAME_LEVEL = 0.8         # a bright, even run up from the image's bottom (this bright, rank) is an
 FRAME_TOL = 0.06          # unexposed frame (within this of its bottom row): the picture ends at its top
 FRAME_SMOOTH_MM = 1.0
-FRAME_BONE = 0.5          # rank the strip right above the frame keeps throughout when bone runs into it
-FRAME_BONE_MM = 5.0       # ... that strip's height
-FRAME_BONE_RUN_MM = 10.0  # ... over this width at least
+FRAME_BONE = 0.25         # bone runs into the frame where the strip right above it (FRAME_BONE_MM high)
+FRAME_BONE_MM = 5.0       # is not soft-tissue dark (rank >= this) and no darker, by FRAME_EVEN at most,
+FRAME_EVEN = -0.08        # than the bone FRAME_HIGHER_MM above the frame (no soft tissue between bone and
+FRAME_HIGHER_MM = (5.0, 12.0)  # frame), with no bone-to-soft-tissue edge stronger than FRAME_CLEAR within
+FRAME_CLEAR = 0.8         # FRAME_CLEAR_MM above it (the border is not in sight); or where that strip
+FRAME_CLEAR_MM = 20.0     # is bone-bright throughout (rank >= FRAME_BRIGHT)
+FRAME_BRIGHT = 0.5
+FRAME_ALONG_MM = 5.0      # (the relative test: each read as its running median over this much of the border)
+FRAME_BONE_RUN_MM = 10.0  # a hidden chin is this wide at least (not a few columns of noise)
 
 
 def anatomy_scale(shape: tuple[int, int]) -> float:
@@ -453,6 +459,29 @@ def bottom_frame(smoothed: np.ndarray) -> np.ndarray:
     return smoothed.shape[0] - run.sum(axis=0)
 
 
+def bone_into_frame(smoothed: np.ndarray, edge: np.ndarray, top: np.ndarray, r0: int, work_mm: float) -> np.ndarray:
+    """Per column: does bone run straight into the frame (or the image's bottom edge) at row ``top``,
+    over a chin's width (``FRAME_BONE_RUN_MM``)?
+    The strip right above it is not soft-tissue dark, no darker than the bone higher up (no soft
+    tissue between bone and frame), and no clear bone-to-soft-tissue edge (``edge``, rows from
+    ``r0``, frame rows cleared) lies just above it: the border itself is not in sight. Or the strip
+    is bright throughout (a dense chin). The relative test (over a frame only) finds the chin where
+    the body is a mid grey (rank 0.3-0.45 on low-jawed phantoms), which the brightness test alone
+    missed."""
+    px = lambda v: max(1, round(v / work_mm))  # noqa: E731
+    strip = _between(smoothed, top - px(FRAME_BONE_MM), top - 1, np.min, 0.0)
+    higher = _between(smoothed, top - px(FRAME_HIGHER_MM[1]), top - px(FRAME_HIGHER_MM[0]), np.mean, 0.0)
+    seen = _between(edge, top - r0 - px(FRAME_CLEAR_MM), top - r0 - 1, np.max, 0.0)
+    # each read as its running median along the border (noise and single roots do not split a run)
+    strip, higher, seen = (ndimage.median_filter(v, size=px(FRAME_ALONG_MM), mode="nearest")
+                           for v in (strip, higher, seen))
+    bright = strip >= FRAME_BRIGHT
+    # (only over a frame: at the image's own bottom edge a noise or blank picture would pass it)
+    relative = ((strip >= FRAME_BONE) & (strip - higher >= FRAME_EVEN) & (seen <= FRAME_CLEAR)
+                & (top < smoothed.shape[0]))
+    return _runs(relative | bright, max(1, px(FRAME_BONE_RUN_MM)))
+
+
 def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border | None:
     """Trace the inferior border across a normalised radiograph (values 0..1; ``pixels`` rank
     normalised, ``linear`` the same image linearly normalised for texture, default ``pixels``)."""
@@ -483,8 +512,7 @@ def find_border(pixels: np.ndarray, linear: np.ndarray | None = None) -> Border 
     top = bottom_frame(smoothed)[c0:c1]
     frame = np.arange(n_rows)[:, None] >= (top - r0)[None, :]
     edge[frame] = 0.0
-    above = _between(smoothed[:, c0:c1], top - round(FRAME_BONE_MM / work_mm), top - 1, np.min, 0.0)
-    hidden = _runs(above >= FRAME_BONE, max(1, round(FRAME_BONE_RUN_MM / work_mm)))
+    hidden = bone_into_frame(smoothed[:, c0:c1], edge, top, r0, work_mm)
     below_row = np.where(hidden, 1.0, OFF_IMAGE_REWARD) + DEPTH_BONUS
     off = np.where(frame, below_row[None, :] - depth, 0.0)
     path, chin = u_path(edge + depth * ~frame + off, below_row)

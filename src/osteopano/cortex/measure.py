@@ -37,6 +37,7 @@ from osteopano.io.images import Radiograph
 
 SITE_HALF_STRETCH_MM = 2.5       # MCW = median over +-this (arc length) around the site
 SITE_SHIFTS_MM = (2.5, 5.0)      # where the band is unreadable at the site, these shifts along it are tried
+SITE_HIDDEN_MM = 3.0             # the traced border starts this much further out than the site: it is hidden
 EROSION_HALF_STRETCH_MM = 10.0   # erosion is judged over +-this around the site
 ROUGH_SMOOTH_MM = 3.0            # endosteal roughness = residual after smoothing at this scale
 ROUGH_REF_MM = 0.4               # roughness counted as full erosion
@@ -296,6 +297,12 @@ def _measure_side(pixels: np.ndarray, nominal: float, half: tuple[np.ndarray, fl
     own_reach = float(dist_px.max()) * nominal
     site = cs.find_site(pixels, trace, nominal, dist_px * nominal, reach_mm)
     out.site_method = site.method
+    if site.method == "proportion" and (float(dist_px[site.index]) * nominal
+                                        - cs.proportional_distance(reach_mm)) > SITE_HIDDEN_MM:
+        # The border near the midline runs below the picture (a chin under a frame or cut off at
+        # the bottom) past the site: the nearest point traced is not the site, and no width is given.
+        out.reason = f"{name} site below the picture (chin under a frame or cut off at the bottom?)"
+        return
     # Second pass near the site only, perpendicular to the refined border.
     reach_around = EROSION_HALF_STRETCH_MM + 2.0 + max(SITE_SHIFTS_MM)
     around = np.nonzero(np.abs(trace.arc_mm - trace.arc_mm[site.index]) <= reach_around)[0]

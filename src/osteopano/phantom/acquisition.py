@@ -62,8 +62,10 @@ def field_matrices(raster: Raster, acq: dict[str, float], width: int, height: in
     return np.hstack([a, b[:, None]]), to_pixel, rot, s
 
 
-def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> np.ndarray:
-    """Attenuation (final image grid) -> detector intensity in [0, 1] before blur and noise."""
+def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float],
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Attenuation (final image grid) -> detector intensity in [0, 1] before blur and noise, and how
+    much the collimation frame covers each pixel (0 = exposed, 1 = frame only)."""
     h, w = att.shape
     if acq.get("gradient", 0.0) > 0:  # uneven exposure: a smooth ramp across the field
         th = math.radians(acq["gradient_angle_deg"])
@@ -76,12 +78,13 @@ def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.ra
     lo, hi = np.percentile(sample if sample.size else img, [0.5, 99.7])
     img = np.clip((img - lo) / (hi - lo), 0, 1) ** acq["gamma"]
     img = acq["brightness"] + 0.04 + acq["contrast"] * 0.9 * img
+    cover = np.zeros(img.shape, np.float32)
     if acq.get("frame_mm", 0.0) > 0:  # unexposed (bright) collimation frame, uneven along the edges
-        img = _frame(img, acq, rng)
-    return img.astype(np.float32)
+        img, cover = _frame(img, acq, rng)
+    return img.astype(np.float32), cover
 
 
-def _frame(img: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> np.ndarray:
+def _frame(img: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     h, w = img.shape
     mm = acq["fov_mm"] / w
     base = acq["frame_mm"] / mm
@@ -99,7 +102,9 @@ def _frame(img: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> 
     t = smoothstep(0.5 - inside[band] / soft)
     img = img.copy()
     img[band] = img[band] * (1 - t) + level * t
-    return img
+    cover = np.zeros(img.shape, np.float32)
+    cover[band] = t
+    return img, cover
 
 
 def detector(img: np.ndarray, metal: np.ndarray, acq: dict[str, float], rng: np.random.Generator) -> np.ndarray:

@@ -68,7 +68,7 @@ BASE_COLUMNS = (
 TRUTH_COLUMNS = (
     "klemetti_true", "erosion_grade", "klemetti_grader", "foramen_left_x", "foramen_left_y",
     "foramen_right_x", "foramen_right_y", "dentition", "teeth_count", "metal_count", "burned_in",
-    "distractors", "border_px", "cortex_visibility",
+    "distractors", "border_px", "cortex_visibility", "site_left_visible", "site_right_visible",
 )  # fmt: skip
 MANIFEST_COLUMNS = BASE_COLUMNS + TRUTH_COLUMNS + tuple(f"acq_{k}" for k in ACQ_KEYS)
 
@@ -175,7 +175,7 @@ def render(
     masks = {k: cv2.warpAffine(v, mat, (width, height), flags=flags) > 0.5 for k, v in scene.layers.items()}
 
     metal = masks["metal"].astype(np.float32)
-    img = expose(att, metal, acquisition, np.random.default_rng(child(seq, 5)))
+    img, frame_cover = expose(att, metal, acquisition, np.random.default_rng(child(seq, 5)))
     img = detector(img, metal, acquisition, np.random.default_rng(noise_seq))
     img, written = burn_in(img, image_present, np.random.default_rng(child(seq, 6)))
     pixels = np.round(np.clip(img, 0, 1) * 65535).astype(np.uint16)
@@ -193,6 +193,9 @@ def render(
         truth[f"site_{name}_x"], truth[f"site_{name}_y"] = round(float(px[0]), 3), round(float(px[1]), 3)
         truth[f"normal_{name}_x"], truth[f"normal_{name}_y"] = round(float(nn[0]), 5), round(float(nn[1]), 5)
         extra[f"foramen_{name}"] = [round(float(fo[0]), 2), round(float(fo[1]), 2)]
+        mcw = patient.mcw_left_mm if name == "left" else patient.mcw_right_mm
+        truth[f"site_{name}_visible"] = int(_in_picture(frame_cover, [to_pixel(p + t * n) for t in
+                                                                     np.linspace(-1.0, mcw + 1.0, 16)]))
     border = to_pixel(anat.border_polyline(0.5))
     coarse = to_pixel(anat.border_polyline(BORDER_STEP_MM))
     truth.update({
@@ -228,6 +231,17 @@ def render(
         border_px=border,
         extra=extra,
     )
+
+
+def _in_picture(frame_cover: np.ndarray, points: list[np.ndarray]) -> bool:
+    """Are all these pixel points inside the image and not under the collimation frame (cover < 0.5)?
+    A site whose cortex (with 1 mm either side) fails this cannot be measured on the image."""
+    h, w = frame_cover.shape
+    for x, y in points:
+        c, r = int(round(float(x))), int(round(float(y)))
+        if not (0 <= c < w and 0 <= r < h) or frame_cover[r, c] >= 0.5:
+            return False
+    return True
 
 
 def encode_polyline(pts: np.ndarray) -> str:
