@@ -17,7 +17,8 @@ Metric (fixed, so figures compare across versions; issue #12 item 6):
 * A site is "off" when its vertical distance to the reference edge at its column exceeds 2 mm.
 
 Printed: images with both sides located; images with both sides located and each side's median
-distance <= 2 mm; per-image median distance (median, p95) in mm; ``ok`` images with a side or site
+distance <= 2 mm; per-image median distance (median, p95) in mm; the per-side signed median
+(traced minus reference: a bias of the periosteal edge inwards or outwards); ``ok`` images with a side or site
 > 2 mm off; sites > 2 mm off the border; failed sides that carry a width; images/s (decode included).
 
     python benchmarks/border_real.py [--pixel-spacing 0.1] [--expert 1] [--overlays DIR] [--limit N]
@@ -72,14 +73,16 @@ def reference_edge(mask: np.ndarray) -> tuple[np.ndarray, int, int, int]:
     return edge, a, b, centre
 
 
-def side_distance(border: np.ndarray, edge: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Vertical distances (px) between the polyline and the reference on the columns it covers."""
+def side_distance(border: np.ndarray, edge: np.ndarray, cols: np.ndarray, signed: bool = False) -> np.ndarray:
+    """Vertical distances (px) between the polyline and the reference on the columns it covers
+    (``signed``: traced minus reference, + = the trace lies below the mask's edge, outside the bone)."""
     if len(border) < 2:
         return np.zeros(0)
     order = np.argsort(border[:, 0])
     bx, by = border[order, 0], border[order, 1]
     cols = cols[(cols >= bx[0]) & (cols <= bx[-1]) & np.isfinite(edge[cols])]
-    return np.abs(np.interp(cols, bx, by) - edge[cols])
+    d = np.interp(cols, bx, by) - edge[cols]
+    return d if signed else np.abs(d)
 
 
 def main() -> int:
@@ -99,6 +102,7 @@ def main() -> int:
     files = sorted((ROOT / "images").glob("*.png"))[: args.limit]
     both_located = both_close = ok_images = ok_off = sites = sites_off = failed_with_width = 0
     per_image: list[float] = []
+    signed: list[float] = []  # per located side: median of traced - reference (mm)
     quality = Counter()
     methods = Counter()
     elapsed = cpu = 0.0
@@ -127,6 +131,9 @@ def main() -> int:
             # Patient's right = image left = columns left of the lowest point.
             cols = np.arange(a, centre + 1) if s.side == "right" else np.arange(centre, b + 1)
             d = side_distance(s.border, edge, cols)
+            ds = side_distance(s.border, edge, cols, signed=True)
+            if ds.size:
+                signed.append(float(np.median(ds)) * sp)
             med[s.side] = float(np.median(d)) * sp if d.size else float("inf")
             dists.append(d)
             if med[s.side] > OFF_MM:
@@ -168,6 +175,9 @@ def main() -> int:
     print(f"  both located and each side <= 2 mm:       {both_close}/{n} ({both_close / n:.1%})")
     print(f"  per-image median distance: median {np.median(pi):.3f} mm, p95 {np.percentile(pi, 95):.3f} mm"
           f" ({len(per_image)} images with a located side)")
+    sg = np.array(signed) if signed else np.array([np.nan])
+    print(f"  per-side signed median (traced - mask edge, + = outside the bone): median {np.median(sg):+.3f} mm,"
+          f" p10 {np.percentile(sg, 10):+.3f}, p90 {np.percentile(sg, 90):+.3f} ({len(signed)} sides)")
     print(f"  quality: {dict(quality)}; ok on {ok_images / n:.1%}")
     print(f"  ok images with a side or site > 2 mm off: {ok_off}/{ok_images}"
           f" ({ok_off / max(ok_images, 1):.1%})")
