@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from scipy import ndimage
 
-from osteopano.cortex.trace import dp_path
+from osteopano.cortex.trace import dp_path, edge_run
 
 REF_HEIGHT_MM = 145.0     # a panoramic field's height; its width is about REF_ASPECT times that
 REF_ASPECT = 2.05
@@ -453,10 +453,7 @@ def bottom_frame(smoothed: np.ndarray) -> np.ndarray:
     rows where there is none): in ``smoothed`` (the working image smoothed over ``FRAME_SMOOTH_MM``)
     the bottom row is at least ``FRAME_LEVEL`` bright and the rows above it stay within ``FRAME_TOL``
     of it."""
-    ref = smoothed[-1]
-    same = (np.abs(smoothed - ref[None, :]) <= FRAME_TOL) & (ref >= FRAME_LEVEL)[None, :]
-    run = np.cumprod(same[::-1], axis=0)
-    return smoothed.shape[0] - run.sum(axis=0)
+    return smoothed.shape[0] - edge_run(smoothed, FRAME_LEVEL, FRAME_TOL)
 
 
 def bone_into_frame(smoothed: np.ndarray, edge: np.ndarray, top: np.ndarray, r0: int, work_mm: float) -> np.ndarray:

@@ -69,6 +69,7 @@ TRUTH_COLUMNS = (
     "klemetti_true", "erosion_grade", "klemetti_grader", "foramen_left_x", "foramen_left_y",
     "foramen_right_x", "foramen_right_y", "dentition", "teeth_count", "metal_count", "burned_in",
     "distractors", "border_px", "cortex_visibility", "site_left_visible", "site_right_visible",
+    "midline_x", "midline_y",
 )  # fmt: skip
 MANIFEST_COLUMNS = BASE_COLUMNS + TRUTH_COLUMNS + tuple(f"acq_{k}" for k in ACQ_KEYS)
 
@@ -196,6 +197,9 @@ def render(
         mcw = patient.mcw_left_mm if name == "left" else patient.mcw_right_mm
         truth[f"site_{name}_visible"] = int(_in_picture(frame_cover, [to_pixel(p + t * n) for t in
                                                                      np.linspace(-1.0, mcw + 1.0, 16)]))
+    # the face's midline (anatomy x = 0) at the mean height of the two sites, in pixels
+    mid_px = to_pixel(np.array([0.0, 0.5 * (anat.site(-1)[0][1] + anat.site(1)[0][1])]))
+    truth["midline_x"], truth["midline_y"] = round(float(mid_px[0]), 3), round(float(mid_px[1]), 3)
     border = to_pixel(anat.border_polyline(0.5))
     coarse = to_pixel(anat.border_polyline(BORDER_STEP_MM))
     truth.update({
