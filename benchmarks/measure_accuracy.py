@@ -26,18 +26,18 @@ before issue 10 (e1b58f0) puts both sides within 2 mm of the true border on at m
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+
+import phantom_set
 
 from osteopano.phantom import generate as phantom
 
@@ -200,29 +200,14 @@ def _table(console: Console, title: str, sc: dict, tol: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--width", type=int, default=1600)
-    ap.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
-    ap.add_argument("--reuse", action="store_true", help="with --keep: measure the images already there if its "
-                    "manifest holds --n images (no regeneration)")
+    phantom_set.add_arguments(ap)
     ap.add_argument("--compare-with", metavar="REV", default=None,
                     help="also measure with the tracer of this git commit (e.g. e1b58f0)")
     ap.add_argument("--border-tol-mm", type=float, default=2.0)
     args = ap.parse_args()
     console = Console()
     with tempfile.TemporaryDirectory(prefix="osteopano-bench-") as tmp:
-        root = args.keep or Path(tmp) / "data"
-        t0 = time.perf_counter()
-        manifest = root / "manifest.csv"
-        if args.reuse and args.keep and manifest.exists() and len(manifest.read_text().splitlines()) == args.n + 1:
-            console.print(f"reusing the {args.n} images in {root} (generated earlier; seed and width as then)")
-        else:
-            phantom.generate(root, args.n, args.seed, width=args.width, progress=False)
-        console.print(f"generated {args.n} synthetic images (width {args.width}, seed {args.seed}) "
-                      f"in {time.perf_counter() - t0:.1f} s")
-        with (root / "manifest.csv").open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        root, rows = phantom_set.prepare(args, Path(tmp), console.print)
         runs = [("current", REPO / "src")]
         if args.compare_with:
             old = Path(tmp) / "rev"

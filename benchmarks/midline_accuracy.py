@@ -19,17 +19,17 @@ mirror score.
 from __future__ import annotations
 
 import argparse
-import csv
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+import phantom_set
+
 from osteopano.cortex import border as cb
 from osteopano.cortex import trace as ct
 from osteopano.io.images import read_image
-from osteopano.phantom import generate as phantom
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real-masks" / "abdi-dev"
 
@@ -52,15 +52,9 @@ def _line(name: str, err: list[float], scores: list[float]) -> None:
 
 def phantom_figures(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="osteopano-bench-") as tmp:
-        root = args.keep or Path(tmp) / "data"
-        manifest = root / "manifest.csv"
-        if not (args.reuse and args.keep and manifest.exists()
-                and len(manifest.read_text().splitlines()) == args.n + 1):
-            phantom.generate(root, args.n, args.seed, width=args.width, progress=False)
-        with manifest.open(newline="") as fh:
-            rows = list(csv.DictReader(fh))
+        root, rows = phantom_set.prepare(args, Path(tmp))
         if "midline_x" not in rows[0]:
-            raise SystemExit(f"{manifest}: no midline_x column (generated before it existed): drop --reuse")
+            raise SystemExit(f"{root}: no midline_x column (generated before it existed): drop --reuse")
         groups: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in ("all", "framed", "unframed")}
         for row in rows:
             x, score = axis_x(read_image(root / row["path"]).pixels, float(row["midline_y"]))
@@ -99,11 +93,7 @@ def real_figures(args: argparse.Namespace) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--width", type=int, default=1600)
-    ap.add_argument("--keep", type=Path, default=None, help="generate into this folder and keep it")
-    ap.add_argument("--reuse", action="store_true", help="with --keep: use the images already there")
+    phantom_set.add_arguments(ap)
     ap.add_argument("--pixel-spacing", type=float, default=0.1)
     args = ap.parse_args()
     phantom_figures(args)
