@@ -44,13 +44,18 @@ SMOOTH_PX = 15.0
 EDGE_MARGIN = 0.03
 
 
-def reference_edge(mask: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-    """(edge y per column, nan where none; body first column; body last column; lowest column)."""
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component of an expert's mask (the mandible), as a boolean image."""
     lab, n = ndimage.label(mask > 0)
     if n == 0:
         raise ValueError("empty mask")
     sizes = ndimage.sum_labels(np.ones_like(lab), lab, index=np.arange(1, n + 1))
-    comp = lab == (1 + int(np.argmax(sizes)))
+    return lab == (1 + int(np.argmax(sizes)))
+
+
+def reference_edge(mask: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+    """(edge y per column, nan where none; body first column; body last column; lowest column)."""
+    comp = largest_component(mask)
     h, w = comp.shape
     has = comp.any(axis=0)
     lowest = h - 1 - np.argmax(comp[::-1], axis=0)

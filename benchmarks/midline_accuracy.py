@@ -23,22 +23,21 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 import phantom_set
+from border_real import ROOT as REAL
+from border_real import largest_component
 
 from osteopano.cortex import border as cb
 from osteopano.cortex import trace as ct
 from osteopano.io.images import read_image
-
-REAL = Path(__file__).resolve().parents[2] / "shared" / "real-masks" / "abdi-dev"
 
 
 def axis_x(pixels: np.ndarray, y: float) -> tuple[float, float]:
     """(x of the symmetry axis at row y, its mirror score) of an image (values 0..1)."""
     linear, _ = ct.normalise_both(np.asarray(pixels, dtype=np.float32))
     mid = ct.find_midline(linear, cb.anatomy_scale(linear.shape))
-    return mid.x0 + np.tan(mid.tilt_rad) * (y - mid.y0), mid.score
+    return mid.x_at(y), mid.score
 
 
 def _line(name: str, err: list[float], scores: list[float]) -> None:
@@ -79,10 +78,9 @@ def real_figures(args: argparse.Namespace) -> None:
         mask = cv2.imread(str(REAL / "mandible-expert1" / f.name), cv2.IMREAD_GRAYSCALE)
         if mask is None:
             continue
-        lab, n = ndimage.label(mask > 127)
-        if not n:
+        if not mask.any():
             continue
-        big = lab == 1 + int(np.argmax(np.bincount(lab.ravel())[1:]))
+        big = largest_component(mask)
         cols, rows = np.nonzero(big.any(axis=0))[0], np.nonzero(big.any(axis=1))[0]
         x, score = axis_x(read_image(f).pixels, float(rows[-1]))
         err.append((x - 0.5 * (cols[0] + cols[-1])) * args.pixel_spacing)

@@ -425,6 +425,6 @@ def test_a_collimation_frame_does_not_move_the_symmetry_axis(seed):
     def axis_x(ph) -> float:
         pixels, _ = ct.normalise_both(ph.pixels.astype(np.float32))
         mid = ct.find_midline(pixels, cb.anatomy_scale(pixels.shape))
-        return mid.x0 + np.tan(mid.tilt_rad) * (y - mid.y0)
+        return mid.x_at(y)
 
     assert abs(axis_x(framed) - axis_x(base)) * base.pixel_spacing_mm <= 1.0

@@ -236,7 +236,7 @@ def _midline(pixels: np.ndarray, nominal: float, border: cb.Border,
         return (0.0 if chin_x < w / 2 else float(w - 1)), None
     mid = ct.find_midline(pixels, nominal)
     y_chin = float(np.nanmax(border.ys)) if finite.any() else pixels.shape[0] * 0.9
-    x_sym = mid.x0 + np.tan(mid.tilt_rad) * (y_chin - mid.y0)
+    x_sym = mid.x_at(y_chin)
     if mid.score < MIDLINE_MIN_SCORE:
         return chin_x, None
     if abs(x_sym - chin_x) * nominal <= MIDLINE_AGREE_MM:

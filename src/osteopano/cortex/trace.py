@@ -307,6 +307,10 @@ class Midline:
     tilt_rad: float
     score: float  # correlation of the image with its mirror image about the line (-1..1)
 
+    def x_at(self, y: float) -> float:
+        """x of the line at row ``y`` (input pixels)."""
+        return float(self.x0 + np.tan(self.tilt_rad) * (y - self.y0))
+
     def horizontal_distance(self, xy: np.ndarray) -> np.ndarray:
         """Signed distance of points from the line, perpendicular to it (pixels; + = image right)."""
         return (xy[:, 0] - self.x0 - np.tan(self.tilt_rad) * (xy[:, 1] - self.y0)) * np.cos(self.tilt_rad)

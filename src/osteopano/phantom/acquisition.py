@@ -78,9 +78,10 @@ def expose(att: np.ndarray, metal: np.ndarray, acq: dict[str, float],
     lo, hi = np.percentile(sample if sample.size else img, [0.5, 99.7])
     img = np.clip((img - lo) / (hi - lo), 0, 1) ** acq["gamma"]
     img = acq["brightness"] + 0.04 + acq["contrast"] * 0.9 * img
-    cover = np.zeros(img.shape, np.float32)
     if acq.get("frame_mm", 0.0) > 0:  # unexposed (bright) collimation frame, uneven along the edges
         img, cover = _frame(img, acq, rng)
+    else:
+        cover = np.zeros(img.shape, np.float32)
     return img.astype(np.float32), cover
 
 

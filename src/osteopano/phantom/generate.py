@@ -195,8 +195,8 @@ def render(
         truth[f"normal_{name}_x"], truth[f"normal_{name}_y"] = round(float(nn[0]), 5), round(float(nn[1]), 5)
         extra[f"foramen_{name}"] = [round(float(fo[0]), 2), round(float(fo[1]), 2)]
         mcw = patient.mcw_left_mm if name == "left" else patient.mcw_right_mm
-        truth[f"site_{name}_visible"] = int(_in_picture(frame_cover, [to_pixel(p + t * n) for t in
-                                                                     np.linspace(-1.0, mcw + 1.0, 16)]))
+        cortex = to_pixel(p + np.linspace(-1.0, mcw + 1.0, 16)[:, None] * n)  # 1 mm either side of it
+        truth[f"site_{name}_visible"] = int(_in_picture(frame_cover, cortex))
     # the face's midline (anatomy x = 0) at the mean height of the two sites, in pixels
     mid_px = to_pixel(np.array([0.0, 0.5 * (anat.site(-1)[0][1] + anat.site(1)[0][1])]))
     truth["midline_x"], truth["midline_y"] = round(float(mid_px[0]), 3), round(float(mid_px[1]), 3)
@@ -237,15 +237,13 @@ def render(
     )
 
 
-def _in_picture(frame_cover: np.ndarray, points: list[np.ndarray]) -> bool:
-    """Are all these pixel points inside the image and not under the collimation frame (cover < 0.5)?
-    A site whose cortex (with 1 mm either side) fails this cannot be measured on the image."""
+def _in_picture(frame_cover: np.ndarray, points: np.ndarray) -> bool:
+    """Are all these (N, 2) pixel points inside the image and not under the collimation frame (cover
+    < 0.5)? A site whose cortex (with 1 mm either side) fails this cannot be measured on the image."""
     h, w = frame_cover.shape
-    for x, y in points:
-        c, r = int(round(float(x))), int(round(float(y)))
-        if not (0 <= c < w and 0 <= r < h) or frame_cover[r, c] >= 0.5:
-            return False
-    return True
+    c, r = np.rint(points).astype(int).T
+    inside = (c >= 0) & (c < w) & (r >= 0) & (r < h)
+    return bool(inside.all() and (frame_cover[r, c] < 0.5).all())
 
 
 def encode_polyline(pts: np.ndarray) -> str:
